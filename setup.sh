@@ -12,6 +12,9 @@
 set -euo pipefail
 
 TORCH_VERSION="2.13.0"
+# torchvision and Pillow serve the Python baselines in benches/ (0.28.0 is the release built for
+# torch 2.13.0); transformers and safetensors are test oracles (tiny random mBART models).
+PY_PACKAGES=("torch==$TORCH_VERSION" "torchvision==0.28.0" "transformers==5.24.0" safetensors numpy pillow)
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${SLT_VENV:-$HOME/.cache/slt/venv}"
 python="${SLT_PYTHON:-python3}"
@@ -21,21 +24,21 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 venv_ok() {
   [ -x "$venv/bin/python" ] &&
     "$venv/bin/python" - "$TORCH_VERSION" <<'PY' 2>/dev/null
-import sys, torch
+import sys, torch, torchvision, transformers, safetensors, numpy, PIL
 sys.exit(0 if torch.__version__.split('+')[0] == sys.argv[1] else 1)
 PY
 }
 
 if ! venv_ok; then
-  log "creating venv with torch==$TORCH_VERSION at $venv (one-time, ~5 GB)"
+  log "preparing venv with ${PY_PACKAGES[*]} at $venv (one-time, ~5 GB)"
   mkdir -p "$(dirname "$venv")"
   lock="$venv.lock"
   exec 9>"$lock"
   flock 9
   if ! venv_ok; then
-    "$python" -m venv "$venv"
+    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
     "$venv/bin/pip" install --quiet --upgrade pip
-    "$venv/bin/pip" install --quiet "torch==$TORCH_VERSION" numpy pillow
+    "$venv/bin/pip" install --quiet "${PY_PACKAGES[@]}"
   fi
   flock -u 9
 fi

@@ -1,7 +1,7 @@
 //! slt — SingleStream-SLT (sign language translation) training and evaluation with
 //! data-parallel training.
 //!
-//! Module map (dependencies point one way: `config` ← `data`; `metrics` is a leaf):
+//! Module map (dependencies point one way: `config` ← `data`):
 //! - [`config`]: the reference's YAML schema as typed structs, overrides, validation.
 //! - [`data`]: annotations, gloss vocabularies, video sources, sampling, augmentation,
 //!   the distributed sampler, the prefetching loader and the synthetic dataset.
