@@ -1,9 +1,11 @@
 //! slt — SingleStream-SLT (sign language translation) training and evaluation with
 //! data-parallel training.
 //!
-//! Module map (dependencies point one way: `config` ← `data`):
+//! Module map (dependencies point one way: `config` ← `data`, `train`):
 //! - [`config`]: the reference's YAML schema as typed structs, overrides, validation.
 //! - [`data`]: annotations, gloss vocabularies, video sources, sampling, augmentation,
 //!   the distributed sampler, the prefetching loader and the synthetic dataset.
+//! - [`train`]: optimizer, learning-rate schedule, checkpoints.
 pub mod config;
 pub mod data;
+pub mod train;

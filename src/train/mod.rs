@@ -1,0 +1,5 @@
+//! Training machinery shared by all tasks.
+pub mod checkpoint;
+pub mod exact_float;
+pub mod optimizer;
+pub mod schedule;
