@@ -1,11 +1,13 @@
 //! slt — SingleStream-SLT (sign language translation) training and evaluation with
 //! data-parallel training.
 //!
-//! Module map (dependencies point one way: `config` ← `data`, `train`):
+//! Module map (dependencies point one way: `config` ← `data`, `train`; `metrics` is a leaf):
 //! - [`config`]: the reference's YAML schema as typed structs, overrides, validation.
 //! - [`data`]: annotations, gloss vocabularies, video sources, sampling, augmentation,
 //!   the distributed sampler, the prefetching loader and the synthetic dataset.
 //! - [`train`]: optimizer, learning-rate schedule, checkpoints.
+//! - [`metrics`]: WER (with the Phoenix clean-up), BLEU, ROUGE-L.
 pub mod config;
 pub mod data;
+pub mod metrics;
 pub mod train;
