@@ -1,3 +1,5 @@
 //! Networks in tch, with parameters named like the reference's state dicts, and import of
 //! checkpoints written by other programs.
 pub mod import;
+pub mod s3d;
+pub mod visual_head;
