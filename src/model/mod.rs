@@ -1,5 +1,6 @@
 //! Networks in tch, with parameters named like the reference's state dicts, and import of
 //! checkpoints written by other programs.
+pub mod ctc;
 pub mod import;
 pub mod s3d;
 pub mod visual_head;
