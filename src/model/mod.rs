@@ -2,5 +2,6 @@
 //! checkpoints written by other programs.
 pub mod ctc;
 pub mod import;
+pub mod mbart;
 pub mod s3d;
 pub mod visual_head;
