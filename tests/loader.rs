@@ -59,7 +59,12 @@ fn synthetic_set_validates_and_damage_is_named_by_validate_and_loader() {
     let damaged = dir.path().join("damaged.zip");
     damaged_copy(&zip, &damaged, &truncated, &deleted);
 
-    let report = validate(&records, &open(&damaged), Some(&tokenizer), FrameCheck::Decode);
+    let report = validate(
+        &records,
+        &open(&damaged),
+        Some(&tokenizer),
+        FrameCheck::Decode,
+    );
     assert!(!report.is_clean());
     assert_eq!(report.corrupt.len(), 1, "{report}");
     assert_eq!(report.corrupt[0].video, broken_video.name);
@@ -69,7 +74,10 @@ fn synthetic_set_validates_and_damage_is_named_by_validate_and_loader() {
     assert_eq!(report.missing[0].frame, last - 1);
     assert_eq!(report.count_mismatches.len(), 1, "{report}");
     let text = report.to_string();
-    assert!(text.contains(&truncated) || text.contains("images0002.png"), "{text}");
+    assert!(
+        text.contains(&truncated) || text.contains("images0002.png"),
+        "{text}"
+    );
     assert!(text.contains(&deleted_video.name), "{text}");
 
     // The loader reports the broken sample instead of hanging or panicking. Eval mode reads
@@ -78,7 +86,9 @@ fn synthetic_set_validates_and_damage_is_named_by_validate_and_loader() {
         records: records.clone(),
         source: open(&damaged),
     });
-    let plan = DistributedSampler::eval(records.len(), 0, 1, 1).unwrap().batches(0, 0);
+    let plan = DistributedSampler::eval(records.len(), 0, 1, 1)
+        .unwrap()
+        .batches(0, 0);
     let pipeline = ClipPipeline::Eval(EvalTransform {
         center_crop: Some(64),
         out_size: 32,
@@ -89,13 +99,22 @@ fn synthetic_set_validates_and_damage_is_named_by_validate_and_loader() {
         prefetch_batches: 1,
     };
     let started = Instant::now();
-    let results: Vec<_> = VideoLoader::start(dataset, plan, pipeline, options).unwrap().collect();
+    let results: Vec<_> = VideoLoader::start(dataset, plan, pipeline, options)
+        .unwrap()
+        .collect();
     assert!(started.elapsed() < Duration::from_secs(30));
-    assert_eq!(results.len(), 3, "two good batches, then the error ends the stream");
+    assert_eq!(
+        results.len(),
+        3,
+        "two good batches, then the error ends the stream"
+    );
     let err = results[2].as_ref().unwrap_err();
     assert!(matches!(err, LoadError::Frame { index: 2, .. }), "{err}");
     let message = err.to_string();
-    assert!(message.contains(&broken_video.name) && message.contains("frame 1"), "{message}");
+    assert!(
+        message.contains(&broken_video.name) && message.contains("frame 1"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -115,10 +134,15 @@ fn batches_do_not_depend_on_thread_count_and_follow_the_sampler() {
             threads,
             prefetch_batches: 2,
         };
-        VideoLoader::start(dataset, sampler.batches(epoch, 0), train_pipeline(), options)
-            .unwrap()
-            .map(|b| b.unwrap())
-            .collect::<Vec<_>>()
+        VideoLoader::start(
+            dataset,
+            sampler.batches(epoch, 0),
+            train_pipeline(),
+            options,
+        )
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect::<Vec<_>>()
     };
     let one = run(1, 0);
     let two = run(2, 0);
@@ -128,13 +152,22 @@ fn batches_do_not_depend_on_thread_count_and_follow_the_sampler() {
         assert_eq!(a.indices, expected.1);
         assert_eq!(a.cursor, expected.0);
         assert_eq!(a.frame_counts, b.frame_counts);
-        assert!(a.videos.equal(&b.videos), "identical pixels with 1 and 2 threads");
+        assert!(
+            a.videos.equal(&b.videos),
+            "identical pixels with 1 and 2 threads"
+        );
         let size = a.videos.size();
         assert_eq!(&size[..2], &[2, 3]);
         assert_eq!(&size[3..], &[32, 32]);
         assert_eq!(size[2] as usize, *a.frame_counts.iter().max().unwrap());
-        assert!(a.frame_counts.iter().all(|n| n % 4 == 0), "lengths are multiples of 4");
-        let (min, max) = (a.videos.min().double_value(&[]), a.videos.max().double_value(&[]));
+        assert!(
+            a.frame_counts.iter().all(|n| n % 4 == 0),
+            "lengths are multiples of 4"
+        );
+        let (min, max) = (
+            a.videos.min().double_value(&[]),
+            a.videos.max().double_value(&[]),
+        );
         assert!((-1.0..=1.0).contains(&min) && (-1.0..=1.0).contains(&max));
         // Padding repeats the last valid frame.
         for (b_idx, &len) in a.frame_counts.iter().enumerate() {
@@ -147,7 +180,10 @@ fn batches_do_not_depend_on_thread_count_and_follow_the_sampler() {
     }
     assert_ne!(
         one.iter().map(|b| b.indices.clone()).collect::<Vec<_>>(),
-        other_epoch.iter().map(|b| b.indices.clone()).collect::<Vec<_>>(),
+        other_epoch
+            .iter()
+            .map(|b| b.indices.clone())
+            .collect::<Vec<_>>(),
         "another epoch, another order"
     );
 }

@@ -20,7 +20,9 @@ fn dropping_a_loader_mid_stream_stops_its_threads() {
         records: records.clone(),
         source: open(&set.join("videos.zip")),
     });
-    let plan = DistributedSampler::train(records.len(), 0, 1, 1, true, 0).unwrap().batches(0, 0);
+    let plan = DistributedSampler::train(records.len(), 0, 1, 1, true, 0)
+        .unwrap()
+        .batches(0, 0);
     let options = LoaderOptions {
         seed: 0,
         threads: 2,
@@ -38,7 +40,10 @@ fn dropping_a_loader_mid_stream_stops_its_threads() {
         if alive == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "{alive} loader threads still running");
+        assert!(
+            Instant::now() < deadline,
+            "{alive} loader threads still running"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

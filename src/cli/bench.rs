@@ -73,7 +73,11 @@ fn loader(args: LoaderBenchArgs) -> Result<()> {
     let zip = args.data.join("videos.zip");
     let annotations = args.data.join("synthetic.train");
     if !zip.exists() || !annotations.exists() {
-        eprintln!("generating {} synthetic 210×260 videos in {}", args.generate_videos, args.data.display());
+        eprintln!(
+            "generating {} synthetic 210×260 videos in {}",
+            args.generate_videos,
+            args.data.display()
+        );
         generate(&SynthOptions {
             out_dir: args.data.clone(),
             train_size: args.generate_videos,
@@ -83,7 +87,11 @@ fn loader(args: LoaderBenchArgs) -> Result<()> {
         })?;
     }
     let records = read_annotations(&annotations)?;
-    let source = Arc::new(VideoSource::open(&zip, FrameLayout::Phoenix2014T, FrameAdjust::NONE)?);
+    let source = Arc::new(VideoSource::open(
+        &zip,
+        FrameLayout::Phoenix2014T,
+        FrameAdjust::NONE,
+    )?);
     // Warm the page cache so neither side pays for the first disk read.
     std::fs::read(&zip).with_context(|| format!("reading {}", zip.display()))?;
     let dataset = Arc::new(VideoDataset { records, source });
@@ -96,13 +104,19 @@ fn loader(args: LoaderBenchArgs) -> Result<()> {
         args.img_size,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     );
-    println!("{:<8} {:<6} {:>7} {:>8} {:>9} {:>12} {:>9}", "impl", "mode", "threads", "frames", "seconds", "frames/s", "MB/s");
+    println!(
+        "{:<8} {:<6} {:>7} {:>8} {:>9} {:>12} {:>9}",
+        "impl", "mode", "threads", "frames", "seconds", "frames/s", "MB/s"
+    );
     let mut lines = Vec::new();
     for &mode in &args.mode {
         for &threads in &args.threads {
             let pipeline = match mode {
                 BenchMode::Train => ClipPipeline::Train {
-                    temporal: TemporalSampling::Train { tmin: 0.5, tmax: 1.5 },
+                    temporal: TemporalSampling::Train {
+                        tmin: 0.5,
+                        tmax: 1.5,
+                    },
                     augment: TrainAugment {
                         crop_scale: (0.7, 1.0),
                         crop_ratio: (0.75, 1.3),
@@ -122,10 +136,23 @@ fn loader(args: LoaderBenchArgs) -> Result<()> {
                 prefetch_batches: 2,
             };
             let label = format!("{mode:?}").to_lowercase();
-            let stats = stream(Arc::clone(&dataset), sampler.batches(0, 0), pipeline, options, &label, |_| Ok(()))?;
+            let stats = stream(
+                Arc::clone(&dataset),
+                sampler.batches(0, 0),
+                pipeline,
+                options,
+                &label,
+                |_| Ok(()),
+            )?;
             println!(
                 "{:<8} {:<6} {:>7} {:>8} {:>9.2} {:>12.1} {:>9.1}",
-                "rust", label, threads, stats.frames, stats.seconds, stats.frames_per_s(), stats.mb_per_s()
+                "rust",
+                label,
+                threads,
+                stats.frames,
+                stats.seconds,
+                stats.frames_per_s(),
+                stats.mb_per_s()
             );
             let rust = serde_json::json!({
                 "impl": "rust", "mode": label, "threads": threads, "frames": stats.frames,
@@ -151,13 +178,19 @@ fn loader(args: LoaderBenchArgs) -> Result<()> {
         }
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, lines.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, lines.join("\n") + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
 
-fn python_baseline(args: &LoaderBenchArgs, mode: &str, workers: usize) -> Result<serde_json::Value> {
-    let python = std::env::var("SLT_PYTHON_ORACLE").context("--python needs SLT_PYTHON_ORACLE (run through ./setup.sh)")?;
+fn python_baseline(
+    args: &LoaderBenchArgs,
+    mode: &str,
+    workers: usize,
+) -> Result<serde_json::Value> {
+    let python = std::env::var("SLT_PYTHON_ORACLE")
+        .context("--python needs SLT_PYTHON_ORACLE (run through ./setup.sh)")?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/loader_baseline.py");
     let output = Command::new(&python)
         .arg(&script)
@@ -178,6 +211,9 @@ fn python_baseline(args: &LoaderBenchArgs, mode: &str, workers: usize) -> Result
         );
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout.lines().last().context("the Python baseline printed nothing")?;
+    let last = stdout
+        .lines()
+        .last()
+        .context("the Python baseline printed nothing")?;
     Ok(serde_json::from_str(last)?)
 }

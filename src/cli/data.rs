@@ -182,7 +182,11 @@ fn validate_command(args: ValidateArgs) -> Result<()> {
             None => None,
         };
         let explicit = !args.split.is_empty();
-        let splits = if explicit { args.split.clone() } else { Split::ALL.to_vec() };
+        let splits = if explicit {
+            args.split.clone()
+        } else {
+            Split::ALL.to_vec()
+        };
         for split in splits {
             let path = annotation_path(&config.data, split).to_path_buf();
             if explicit || path.exists() {

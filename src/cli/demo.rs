@@ -25,7 +25,10 @@ use super::stream::stream;
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// The synthetic Sign2Gloss config.
-    #[arg(long, default_value = "experiments/configs/SingleStream/synthetic_s2g.yaml")]
+    #[arg(
+        long,
+        default_value = "experiments/configs/SingleStream/synthetic_s2g.yaml"
+    )]
     config: PathBuf,
     /// Config overrides `key.path=value`.
     #[arg(long = "set")]

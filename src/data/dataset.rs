@@ -52,7 +52,9 @@ impl std::str::FromStr for Split {
             "train" => Ok(Split::Train),
             "dev" => Ok(Split::Dev),
             "test" => Ok(Split::Test),
-            other => Err(format!("unknown split '{other}' (expected train, dev or test)")),
+            other => Err(format!(
+                "unknown split '{other}' (expected train, dev or test)"
+            )),
         }
     }
 }
@@ -127,7 +129,10 @@ pub fn open_video_source(data: &DataConfig) -> Result<VideoSource, DatasetError>
 
 /// The clip pipeline the reference applies to `split`: augmentation for train, the
 /// deterministic transform otherwise.
-pub fn clip_pipeline(transform: &TransformConfig, split: Split) -> Result<ClipPipeline, DatasetError> {
+pub fn clip_pipeline(
+    transform: &TransformConfig,
+    split: Split,
+) -> Result<ClipPipeline, DatasetError> {
     let eval = EvalTransform {
         center_crop: if transform.center_crop {
             transform.center_crop_size

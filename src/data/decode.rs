@@ -80,9 +80,7 @@ fn decode_png(bytes: &[u8]) -> Result<RgbFrame, DecodeError> {
         png::ColorType::Rgba => ColorSpace::RGBA,
         png::ColorType::Grayscale => ColorSpace::Luma,
         png::ColorType::GrayscaleAlpha => ColorSpace::LumaA,
-        png::ColorType::Indexed => {
-            return Err(DecodeError::Png("palette was not expanded".into()))
-        }
+        png::ColorType::Indexed => return Err(DecodeError::Png("palette was not expanded".into())),
     };
     to_rgb(pixels, info.width as usize, info.height as usize, colour).map_err(|e| match e {
         DecodeError::Colour(c) => DecodeError::Png(format!("{c} data of the wrong size")),

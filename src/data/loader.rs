@@ -26,10 +26,10 @@ use thiserror::Error;
 
 use super::annotation::SignRecord;
 use super::augment::{AugmentError, EvalTransform, FrameRef, SpatialPlan, TrainAugment};
+use super::decode::RgbFrame;
 use super::rng::{Purpose, SampleKey};
 use super::sampler::SamplerCursor;
 use super::sampling::{select_frames, TemporalSampling, MAX_FRAMES};
-use super::decode::RgbFrame;
 use super::source::{SourceError, VideoSource};
 
 /// Annotated videos and where their frames are.
@@ -198,7 +198,14 @@ impl VideoLoader {
                     }
                     let built = catch_unwind(AssertUnwindSafe(|| {
                         pool.install(|| {
-                            build_batch(&dataset, &pipeline, &options, cursor, &indices, &producer_stop)
+                            build_batch(
+                                &dataset,
+                                &pipeline,
+                                &options,
+                                cursor,
+                                &indices,
+                                &producer_stop,
+                            )
                         })
                     }))
                     .unwrap_or_else(|payload| {
@@ -318,7 +325,9 @@ fn build_batch(
                     source: Box::new(source),
                 })?;
             let spatial = match pipeline {
-                ClipPipeline::Train { augment, .. } => augment.draw(probe.width, probe.height, &key),
+                ClipPipeline::Train { augment, .. } => {
+                    augment.draw(probe.width, probe.height, &key)
+                }
                 ClipPipeline::Eval(transform) => transform.plan(probe.width, probe.height),
             }
             .map_err(|source| LoadError::Augment {
@@ -399,7 +408,13 @@ fn build_batch(
         }
     }
 
-    let dims = [batch_len as i64, max_len as i64, 3, side as i64, side as i64];
+    let dims = [
+        batch_len as i64,
+        max_len as i64,
+        3,
+        side as i64,
+        side as i64,
+    ];
     let videos = Tensor::from_slice(&buffer)
         .view(dims)
         .permute([0, 2, 1, 3, 4]);
@@ -453,7 +468,8 @@ mod tests {
             let folder = dir.path().join("images").join(&name);
             std::fs::create_dir_all(&folder).unwrap();
             for f in 1..=4 {
-                std::fs::write(folder.join(format!("images{f:04}.png")), png(8, 10, 40 * v)).unwrap();
+                std::fs::write(folder.join(format!("images{f:04}.png")), png(8, 10, 40 * v))
+                    .unwrap();
             }
             records.push(SignRecord {
                 name,
@@ -470,22 +486,32 @@ mod tests {
             source: Arc::new(source),
         });
         let plan = (0..3)
-            .map(|i| (SamplerCursor { epoch: 0, batch: i + 1 }, vec![i]))
+            .map(|i| {
+                (
+                    SamplerCursor {
+                        epoch: 0,
+                        batch: i + 1,
+                    },
+                    vec![i],
+                )
+            })
             .collect();
         let pipeline = ClipPipeline::Eval(EvalTransform {
             center_crop: None,
             out_size: 4,
         });
         PANIC_ON_SAMPLE.store(1, Ordering::Relaxed);
-        let results: Vec<_> =
-            VideoLoader::start(dataset, plan, pipeline, LoaderOptions::default())
-                .unwrap()
-                .collect();
+        let results: Vec<_> = VideoLoader::start(dataset, plan, pipeline, LoaderOptions::default())
+            .unwrap()
+            .collect();
         PANIC_ON_SAMPLE.store(usize::MAX, Ordering::Relaxed);
         assert_eq!(results.len(), 2);
         let first = results[0].as_ref().unwrap();
         assert_eq!(first.videos.size(), vec![1, 3, 4, 4, 4]);
         let err = results[1].as_ref().unwrap_err().to_string();
-        assert!(err.contains("panicked") && err.contains("injected failure for sample 1"), "{err}");
+        assert!(
+            err.contains("panicked") && err.contains("injected failure for sample 1"),
+            "{err}"
+        );
     }
 }

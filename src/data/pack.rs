@@ -115,7 +115,9 @@ fn write_archive(path: &Path, files: &[(String, PathBuf)]) -> Result<PackReport,
         writer
             .start_file(name.as_str(), options)
             .map_err(|e| format!("{name}: {e}"))?;
-        writer.write_all(&data).map_err(|e| format!("{name}: {e}"))?;
+        writer
+            .write_all(&data)
+            .map_err(|e| format!("{name}: {e}"))?;
         bytes += data.len() as u64;
         if let Some((folder, _)) = name.rsplit_once('/') {
             folders.insert(folder.to_string());
@@ -151,15 +153,35 @@ mod tests {
         }
         let out = dir.path().join("videos.zip");
         let report = pack_frames(&tree, &out, "images/").unwrap();
-        assert_eq!(report, PackReport { files: 3, folders: 3, bytes: 30 });
+        assert_eq!(
+            report,
+            PackReport {
+                files: 3,
+                folders: 3,
+                bytes: 30
+            }
+        );
         let index = ZipIndex::open(&out).unwrap();
-        assert_eq!(&*index.read("images/train/a/images0001.png").unwrap(), &[1u8; 10]);
-        assert_eq!(&*index.read("images/train/b/images0001.png").unwrap(), &[2u8; 10]);
-        assert_eq!(&*index.read("images/dev/c/images0001.png").unwrap(), &[3u8; 10]);
+        assert_eq!(
+            &*index.read("images/train/a/images0001.png").unwrap(),
+            &[1u8; 10]
+        );
+        assert_eq!(
+            &*index.read("images/train/b/images0001.png").unwrap(),
+            &[2u8; 10]
+        );
+        assert_eq!(
+            &*index.read("images/dev/c/images0001.png").unwrap(),
+            &[3u8; 10]
+        );
 
         let again = dir.path().join("again.zip");
         pack_frames(&tree, &again, "images/").unwrap();
-        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap(), "deterministic");
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(&again).unwrap(),
+            "deterministic"
+        );
         assert!(!dir.path().join("videos.zip.partial").exists());
     }
 
@@ -169,7 +191,9 @@ mod tests {
         let err = pack_frames(dir.path(), &dir.path().join("o.zip"), "images/").unwrap_err();
         assert!(matches!(err, PackError::Empty(_)));
         let missing = dir.path().join("nope");
-        let err = pack_frames(&missing, &dir.path().join("o.zip"), "").unwrap_err().to_string();
+        let err = pack_frames(&missing, &dir.path().join("o.zip"), "")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nope"), "{err}");
     }
 }

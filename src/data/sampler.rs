@@ -113,7 +113,14 @@ impl DistributedSampler {
         } else {
             SampleOrder::Sequential
         };
-        Self::new(dataset_len, rank, world_size, batch_size, order, ShardPadding::RepeatToEqual)
+        Self::new(
+            dataset_len,
+            rank,
+            world_size,
+            batch_size,
+            order,
+            ShardPadding::RepeatToEqual,
+        )
     }
 
     /// The evaluation sampler: sequential, sharded without repetition.
@@ -225,7 +232,12 @@ mod tests {
             .map(|r| DistributedSampler::eval(7, r, 3, 2).unwrap().shard(0))
             .collect();
         assert_eq!(shards, vec![vec![0, 3, 6], vec![1, 4], vec![2, 5]]);
-        assert_eq!(DistributedSampler::eval(7, 2, 3, 2).unwrap().batches_per_epoch(), 1);
+        assert_eq!(
+            DistributedSampler::eval(7, 2, 3, 2)
+                .unwrap()
+                .batches_per_epoch(),
+            1
+        );
     }
 
     #[test]

@@ -129,7 +129,10 @@ impl FrameAdjust {
 }
 
 /// PIL `Image.crop` semantics: the box may reach outside the image; outside pixels are zero.
-fn crop_frame(frame: &RgbFrame, (left, top, right, bottom): (usize, usize, usize, usize)) -> RgbFrame {
+fn crop_frame(
+    frame: &RgbFrame,
+    (left, top, right, bottom): (usize, usize, usize, usize),
+) -> RgbFrame {
     let width = right.saturating_sub(left);
     let height = bottom.saturating_sub(top);
     let mut rgb = vec![0u8; width * height * 3];
@@ -153,7 +156,11 @@ pub struct VideoSource {
 impl VideoSource {
     /// Opens `path` — a zip archive or a directory — with the given layout; `adjust` is
     /// applied to every decoded frame.
-    pub fn open(path: &Path, layout: FrameLayout, adjust: FrameAdjust) -> Result<Self, SourceError> {
+    pub fn open(
+        path: &Path,
+        layout: FrameLayout,
+        adjust: FrameAdjust,
+    ) -> Result<Self, SourceError> {
         let store = if path.is_dir() {
             FrameStore::Dir(path.to_path_buf())
         } else if path.is_file() {
@@ -209,7 +216,11 @@ impl VideoSource {
     }
 
     /// The encoded bytes of frame `index` (0-based) of `video`.
-    pub fn read_frame_bytes(&self, video: &str, index: usize) -> Result<Cow<'_, [u8]>, SourceError> {
+    pub fn read_frame_bytes(
+        &self,
+        video: &str,
+        index: usize,
+    ) -> Result<Cow<'_, [u8]>, SourceError> {
         let inner = self.layout.frame_path(video, index);
         match &self.store {
             FrameStore::Zip(zip) => zip.read(&inner).map_err(|e| match e {
@@ -272,8 +283,9 @@ impl VideoSource {
         match &self.store {
             FrameStore::Zip(zip) => {
                 for entry in zip.names() {
-                    if let Some((video, _file)) =
-                        entry.strip_prefix(prefix).and_then(|rest| rest.rsplit_once('/'))
+                    if let Some((video, _file)) = entry
+                        .strip_prefix(prefix)
+                        .and_then(|rest| rest.rsplit_once('/'))
                     {
                         *counts.entry(video.to_string()).or_insert(0) += 1;
                     }
@@ -317,8 +329,12 @@ mod tests {
 
     #[test]
     fn layouts_match_the_reference_paths() {
-        let phoenix = FrameLayout::Phoenix2014T.frame_path("train/01April_2010_Thursday_heute-6694", 0);
-        assert_eq!(phoenix, "images/train/01April_2010_Thursday_heute-6694/images0001.png");
+        let phoenix =
+            FrameLayout::Phoenix2014T.frame_path("train/01April_2010_Thursday_heute-6694", 0);
+        assert_eq!(
+            phoenix,
+            "images/train/01April_2010_Thursday_heute-6694/images0001.png"
+        );
         let csl = FrameLayout::CslDaily.frame_path("S000000_P0000_T00", 12);
         assert_eq!(csl, "sentence_frames-512x512/S000000_P0000_T00/000012.jpg");
         let p14 = FrameLayout::Phoenix2014.frame_path("dev/x/1/*", 3);
@@ -331,11 +347,15 @@ mod tests {
         let frame = dir.path().join("train/v1");
         std::fs::create_dir_all(&frame).unwrap();
         std::fs::write(frame.join("images0001.png"), b"x").unwrap();
-        let official = VideoSource::open(dir.path(), FrameLayout::Phoenix2014T, FrameAdjust::NONE).unwrap();
+        let official =
+            VideoSource::open(dir.path(), FrameLayout::Phoenix2014T, FrameAdjust::NONE).unwrap();
         assert!(official.frame_exists("train/v1", 0));
         assert!(!official.frame_exists("train/v1", 1));
         let err = official.read_frame("train/v1", 0).unwrap_err().to_string();
-        assert!(err.contains("train/v1") && err.contains("images0001.png"), "{err}");
+        assert!(
+            err.contains("train/v1") && err.contains("images0001.png"),
+            "{err}"
+        );
         let missing = official.read_frame("train/v1", 1).unwrap_err().to_string();
         assert!(missing.contains("does not exist"), "{missing}");
         assert_eq!(official.frames_per_video().unwrap()["train/v1"], 1);

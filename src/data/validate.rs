@@ -157,7 +157,9 @@ pub fn validate(
     let order = |p: &FrameProblem| (p.video.clone(), p.frame);
     report.missing.sort_by_key(order);
     report.corrupt.sort_by_key(order);
-    report.count_mismatches.sort_by(|a, b| a.video.cmp(&b.video));
+    report
+        .count_mismatches
+        .sort_by(|a, b| a.video.cmp(&b.video));
     report
 }
 

@@ -266,11 +266,16 @@ mod tests {
         let mut writer = zip::ZipWriter::new(File::create(path).unwrap());
         for (name, data, method) in files {
             writer
-                .start_file(*name, SimpleFileOptions::default().compression_method(*method))
+                .start_file(
+                    *name,
+                    SimpleFileOptions::default().compression_method(*method),
+                )
                 .unwrap();
             writer.write_all(data).unwrap();
         }
-        writer.add_directory("some/dir/", SimpleFileOptions::default()).unwrap();
+        writer
+            .add_directory("some/dir/", SimpleFileOptions::default())
+            .unwrap();
         writer.finish().unwrap();
     }
 
@@ -288,7 +293,10 @@ mod tests {
         );
         let index = ZipIndex::open(&path).unwrap();
         assert_eq!(index.len(), 2, "directories are not indexed");
-        assert!(matches!(index.read("x/stored.bin").unwrap(), Cow::Borrowed(b"hello")));
+        assert!(matches!(
+            index.read("x/stored.bin").unwrap(),
+            Cow::Borrowed(b"hello")
+        ));
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
@@ -306,13 +314,23 @@ mod tests {
     fn damaged_entry_bytes_are_reported_not_returned() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.zip");
-        write_zip(&path, &[("f.bin", b"0123456789abcdef", zip::CompressionMethod::Stored)]);
+        write_zip(
+            &path,
+            &[("f.bin", b"0123456789abcdef", zip::CompressionMethod::Stored)],
+        );
         let mut bytes = std::fs::read(&path).unwrap();
         let at = bytes.windows(4).position(|w| w == b"0123").unwrap();
         bytes[at] = b'X';
         std::fs::write(&path, bytes).unwrap();
-        let err = ZipIndex::open(&path).unwrap().read("f.bin").unwrap_err().to_string();
-        assert!(err.contains("CRC-32 mismatch") && err.contains("f.bin"), "{err}");
+        let err = ZipIndex::open(&path)
+            .unwrap()
+            .read("f.bin")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CRC-32 mismatch") && err.contains("f.bin"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -321,6 +339,9 @@ mod tests {
         let path = dir.path().join("not.zip");
         std::fs::write(&path, b"definitely not a zip archive").unwrap();
         let err = ZipIndex::open(&path).unwrap_err().to_string();
-        assert!(err.contains("not.zip") && err.contains("not a readable zip"), "{err}");
+        assert!(
+            err.contains("not.zip") && err.contains("not a readable zip"),
+            "{err}"
+        );
     }
 }

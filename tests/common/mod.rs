@@ -37,7 +37,10 @@ pub fn open(zip: &Path) -> Arc<VideoSource> {
 /// The reference's training augmentation at 32×32 output.
 pub fn train_pipeline() -> ClipPipeline {
     ClipPipeline::Train {
-        temporal: TemporalSampling::Train { tmin: 0.5, tmax: 1.5 },
+        temporal: TemporalSampling::Train {
+            tmin: 0.5,
+            tmax: 1.5,
+        },
         augment: TrainAugment {
             crop_scale: (0.7, 1.0),
             crop_ratio: (0.75, 1.3),
@@ -46,4 +49,3 @@ pub fn train_pipeline() -> ClipPipeline {
         },
     }
 }
-
