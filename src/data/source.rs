@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use super::decode::{decode_rgb, resize_bicubic, DecodeError, RgbFrame};
+use super::decode::{decode_rgb_checked, resize_bicubic, DecodeError, Integrity, RgbFrame};
 use super::zip_index::{ZipIndex, ZipIndexError};
 
 /// How the frames of the video called `name` are named inside a source (spec §6).
@@ -261,12 +261,18 @@ impl VideoSource {
     /// Reads and decodes frame `index` of `video` to RGB (resized when the source says so).
     pub fn read_frame(&self, video: &str, index: usize) -> Result<RgbFrame, SourceError> {
         let bytes = self.read_frame_bytes(video, index)?;
-        let frame = decode_rgb(&bytes).map_err(|source| SourceError::Decode {
-            video: video.to_string(),
-            frame: index,
-            location: self.location(video, index),
-            source,
-        })?;
+        // Zip entries are CRC-checked by the index; files from a directory are not.
+        let integrity = match self.store {
+            FrameStore::Zip(_) => Integrity::Verified,
+            FrameStore::Dir(_) => Integrity::Unverified,
+        };
+        let frame =
+            decode_rgb_checked(&bytes, integrity).map_err(|source| SourceError::Decode {
+                video: video.to_string(),
+                frame: index,
+                location: self.location(video, index),
+                source,
+            })?;
         Ok(self.adjust.apply(frame))
     }
 
