@@ -56,8 +56,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."));
         eprintln!("generating the synthetic dataset in {}", out_dir.display());
+        // A demo-sized set (~0.5 GB at 210×260); `slt data synth` writes the full default set.
         let report = generate(&SynthOptions {
             out_dir,
+            train_size: 100,
+            dev_size: 20,
+            test_size: 20,
             ..SynthOptions::default()
         })?;
         eprintln!(
