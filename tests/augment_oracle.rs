@@ -8,7 +8,10 @@
 //! ```
 //! Without it the tests fail, unless `SLT_SKIP_ORACLE=1` (then they report being skipped).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::oracle_python;
+use std::path::Path;
 use std::process::Command;
 
 use rand::Rng;
@@ -17,21 +20,6 @@ use slt::data::augment::{CropBox, EvalTransform, FrameRef, JitterOp, SpatialPlan
 use slt::data::rng::{data_rng, Purpose, SampleKey};
 
 const TOLERANCE: f32 = 1e-5;
-
-fn oracle_python(test: &str) -> Option<PathBuf> {
-    match std::env::var_os("SLT_PYTHON_ORACLE") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ if std::env::var("SLT_SKIP_ORACLE").as_deref() == Ok("1") => {
-            eprintln!("{test}: skipped (SLT_SKIP_ORACLE=1, no SLT_PYTHON_ORACLE)");
-            None
-        }
-        _ => panic!(
-            "{test}: SLT_PYTHON_ORACLE is not set; run the tests via ./setup.sh \
-             (SLT_SKIP_BUILD=1 ./setup.sh cargo test --release --test augment_oracle), \
-             or set SLT_SKIP_ORACLE=1 to skip the PyTorch oracle tests"
-        ),
-    }
-}
 
 /// A test frame: random bytes, with a share of pixels drawn from a few levels so that grays and
 /// ties between channels (all branches of RGB → HSV) occur.

@@ -20,28 +20,16 @@
 //!   SLT_SKIP_BUILD=1 ./setup.sh cargo test --release --test mbart_hf
 //! ```
 
+mod common;
+
+use common::oracle_python;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value};
 use slt::model::mbart::{BeamCompat, EncoderInput, GenerateOptions, MbartForConditionalGeneration};
 use tch::{nn, Device, Kind, Tensor};
-
-fn oracle_python(test: &str) -> Option<PathBuf> {
-    match std::env::var_os("SLT_PYTHON_ORACLE") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ if std::env::var("SLT_SKIP_ORACLE").as_deref() == Ok("1") => {
-            eprintln!("{test}: skipped (SLT_SKIP_ORACLE=1, no SLT_PYTHON_ORACLE)");
-            None
-        }
-        _ => panic!(
-            "{test}: SLT_PYTHON_ORACLE is not set; run the tests via ./setup.sh \
-             (SLT_SKIP_BUILD=1 ./setup.sh cargo test --release --test mbart_hf), \
-             or set SLT_SKIP_ORACLE=1 to skip the transformers oracle tests"
-        ),
-    }
-}
 
 fn run_oracle(python: &Path, mode: &str, spec: &Value, dir: &Path) {
     let spec_path = dir.join(format!("{mode}_spec.json"));

@@ -13,6 +13,9 @@
 //! ```
 //! Without it the tests fail, unless `SLT_SKIP_ORACLE=1` (then they report being skipped).
 
+mod common;
+
+use common::oracle_python;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -41,21 +44,6 @@ const PARAMS: [(&str, &[i64], Option<usize>); 6] = [
 ];
 /// Gets no gradient on odd global steps (unused by the graph).
 const SOMETIMES_UNUSED: &str = "vl_mapper.fc.bias";
-
-fn oracle_python(test: &str) -> Option<PathBuf> {
-    match std::env::var_os("SLT_PYTHON_ORACLE") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ if std::env::var("SLT_SKIP_ORACLE").as_deref() == Ok("1") => {
-            eprintln!("{test}: skipped (SLT_SKIP_ORACLE=1, no SLT_PYTHON_ORACLE)");
-            None
-        }
-        _ => panic!(
-            "{test}: SLT_PYTHON_ORACLE is not set; run the tests via ./setup.sh \
-             (SLT_SKIP_BUILD=1 ./setup.sh cargo test --release --test optimizer_parity), \
-             or set SLT_SKIP_ORACLE=1 to skip the PyTorch oracle tests"
-        ),
-    }
-}
 
 /// Deterministic values in [-scale, scale] (splitmix64).
 fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {

@@ -9,6 +9,9 @@
 //! fails, unless `SLT_SKIP_ORACLE=1` (then it reports being skipped). The source-file test reads
 //! `$SLT_SHARED_DATA` (default `<crate>/../shared/data`).
 
+mod common;
+
+use common::oracle_python;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -220,21 +223,6 @@ fn generation_is_deterministic_and_seeded() {
     }
     for name in ["videos.zip", "synthetic.train", "synthetic.dev"] {
         assert!(fc[name] != fa[name], "{name} did not change with the seed");
-    }
-}
-
-fn oracle_python(test: &str) -> Option<PathBuf> {
-    match std::env::var_os("SLT_PYTHON_ORACLE") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ if std::env::var("SLT_SKIP_ORACLE").as_deref() == Ok("1") => {
-            eprintln!("{test}: skipped (SLT_SKIP_ORACLE=1, no SLT_PYTHON_ORACLE)");
-            None
-        }
-        _ => panic!(
-            "{test}: SLT_PYTHON_ORACLE is not set; run the tests via ./setup.sh \
-             (SLT_SKIP_BUILD=1 ./setup.sh cargo test --release --test synth), \
-             or set SLT_SKIP_ORACLE=1 to skip the Python check"
-        ),
     }
 }
 

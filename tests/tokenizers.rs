@@ -9,6 +9,9 @@
 //! The oracle test needs the venv interpreter in `SLT_PYTHON_ORACLE` (exported by ./setup.sh);
 //! without it it fails, unless `SLT_SKIP_ORACLE=1` (then it reports being skipped).
 
+mod common;
+
+use common::oracle_python;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -222,21 +225,6 @@ fn subword_tokenizer_on_phoenix_round_trips_dev() {
         .sum();
     let pieces: i64 = batch.lengths.iter().map(|l| l - 1).sum();
     assert!(pieces as usize > words, "subwords split some words");
-}
-
-fn oracle_python(test: &str) -> Option<PathBuf> {
-    match std::env::var_os("SLT_PYTHON_ORACLE") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ if std::env::var("SLT_SKIP_ORACLE").as_deref() == Ok("1") => {
-            eprintln!("{test}: skipped (SLT_SKIP_ORACLE=1, no SLT_PYTHON_ORACLE)");
-            None
-        }
-        _ => panic!(
-            "{test}: SLT_PYTHON_ORACLE is not set; run the tests via ./setup.sh \
-             (SLT_SKIP_BUILD=1 ./setup.sh cargo test --release --test tokenizers), \
-             or set SLT_SKIP_ORACLE=1 to skip the transformers oracle test"
-        ),
-    }
 }
 
 /// mBART's 25 language codes, in the order `MBartTokenizer` knows them.

@@ -9,6 +9,9 @@
 //! ```
 //! Without it the oracle tests fail, unless `SLT_SKIP_ORACLE=1` (then they report being skipped).
 
+mod common;
+
+use common::oracle_python;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -18,21 +21,6 @@ use slt::model::import::{
     remap_prefix, state_dict, PyValue, ReferenceCheckpoint, TorchFileError,
 };
 use tch::{Kind, Tensor};
-
-fn oracle_python(test: &str) -> Option<PathBuf> {
-    match std::env::var_os("SLT_PYTHON_ORACLE") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ if std::env::var("SLT_SKIP_ORACLE").as_deref() == Ok("1") => {
-            eprintln!("{test}: skipped (SLT_SKIP_ORACLE=1, no SLT_PYTHON_ORACLE)");
-            None
-        }
-        _ => panic!(
-            "{test}: SLT_PYTHON_ORACLE is not set; run the tests via ./setup.sh \
-             (SLT_SKIP_BUILD=1 ./setup.sh cargo test --release --test torch_file), \
-             or set SLT_SKIP_ORACLE=1 to skip the PyTorch oracle tests"
-        ),
-    }
-}
 
 /// Runs the oracle into a fresh temp dir; returns the dir and its `expected.json`.
 fn run_oracle(test: &str) -> Option<(tempfile::TempDir, Value)> {

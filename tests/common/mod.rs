@@ -49,3 +49,21 @@ pub fn train_pipeline() -> ClipPipeline {
         },
     }
 }
+
+/// The Python interpreter of the test oracles (`$SLT_PYTHON_ORACLE`, set by `./setup.sh`).
+/// `None` (with a note) when `SLT_SKIP_ORACLE=1`; otherwise a missing interpreter fails the test.
+pub fn oracle_python(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("SLT_PYTHON_ORACLE") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ if std::env::var("SLT_SKIP_ORACLE").as_deref() == Ok("1") => {
+            eprintln!("{test}: skipped (SLT_SKIP_ORACLE=1, no SLT_PYTHON_ORACLE)");
+            None
+        }
+        _ => panic!(
+            "{test}: SLT_PYTHON_ORACLE is not set; run the tests via ./setup.sh \
+             (SLT_SKIP_BUILD=1 ./setup.sh cargo test --release --test {}), \
+             or set SLT_SKIP_ORACLE=1 to skip the Python oracle tests",
+            env!("CARGO_CRATE_NAME")
+        ),
+    }
+}
