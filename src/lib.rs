@@ -10,6 +10,7 @@
 //! - [`metrics`]: WER (with the Phoenix clean-up), BLEU, ROUGE-L.
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod metrics;
 pub mod model;
 pub mod train;

@@ -8,7 +8,10 @@
 //!
 //! Each worker gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR,
 //! MASTER_PORT, TORCHELASTIC_RESTART_COUNT, TORCHELASTIC_MAX_RESTARTS, TORCHELASTIC_RUN_ID,
-//! SLT_RUN_ID, SLT_DIST_BACKEND (with `--backend`) and OMP_NUM_THREADS (unless already set).
+//! SLT_RUN_ID, SLT_RUN_TOKEN, SLT_DIST_BACKEND (with `--backend`) and OMP_NUM_THREADS (unless
+//! already set). Node 0's launcher hosts the rendezvous store (`slt_launch::store`) on
+//! MASTER_PORT before it starts any worker; SLT_RUN_TOKEN (`{run id}/{restart count}`) admits
+//! the workers of the current attempt only.
 //! When a worker fails, all workers are stopped (SIGTERM to each process group, SIGKILL after
 //! the grace period) and either restarted (`--max-restarts`) or reported: the summary names the
 //! first failing rank, its exit status and its last lines of output, and the launcher exits
@@ -31,7 +34,6 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 
 use crate::logs::RankFilter;
-use crate::port::MasterPort;
 use crate::spawn::GroupEnv;
 use crate::supervise::{Agent, AgentConfig};
 
@@ -58,7 +60,8 @@ struct Args {
     #[arg(long, alias = "nproc_per_node", value_parser = clap::value_parser!(u32).range(1..))]
     nproc_per_node: u32,
 
-    /// Number of nodes. Only 1 is supported for now.
+    /// Number of nodes. With more than 1, every node needs the same `--master-addr` (node 0's
+    /// address), `--master-port` and `--run-id`; node 0's launcher hosts the store.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     nnodes: u32,
 
@@ -70,7 +73,8 @@ struct Args {
     #[arg(long, alias = "master_addr", default_value = "127.0.0.1")]
     master_addr: String,
 
-    /// MASTER_PORT; omitted or 0: a free port is picked.
+    /// Port of the rendezvous store hosted by node 0 (MASTER_PORT); omitted or 0: a free port
+    /// is picked (single node only).
     #[arg(long, alias = "master_port")]
     master_port: Option<u16>,
 
@@ -124,11 +128,28 @@ impl Args {
     /// Checks what clap cannot: single-node limits, the rank list, the run id.
     fn validate(&self) -> Result<(), String> {
         if self.nnodes > 1 {
-            return Err(format!(
-                "--nnodes {}: multi-node rendezvous is not implemented yet; \
-                 slt-launch currently supports a single node (--nnodes 1)",
-                self.nnodes
-            ));
+            let missing: Vec<&str> = [
+                (self.master_port.is_none_or(|p| p == 0), "--master-port"),
+                (self.run_id.is_none(), "--run-id"),
+            ]
+            .into_iter()
+            .filter_map(|(miss, name)| miss.then_some(name))
+            .collect();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "--nnodes {}: a multi-node launch needs {} on every node (the same values \
+                     everywhere), so that the other nodes find node 0's rendezvous store",
+                    self.nnodes,
+                    missing.join(" and ")
+                ));
+            }
+            if self.max_restarts > 0 {
+                return Err(format!(
+                    "--max-restarts {} with --nnodes {}: restarts are only coordinated within \
+                     one node; use --max-restarts 0 for multi-node launches",
+                    self.max_restarts, self.nnodes
+                ));
+            }
         }
         if self.node_rank >= self.nnodes {
             return Err(format!(
@@ -158,23 +179,45 @@ impl Args {
         Ok(())
     }
 
-    /// The agent's configuration; reserves the master port when none was given.
+    /// The agent's configuration. Node 0 binds the rendezvous store's socket here (a busy
+    /// `--master-port` is an error now, not a failing worker later).
     fn into_config(self) -> anyhow::Result<AgentConfig> {
-        let master_port = MasterPort::from_option(self.master_port)
-            .map_err(|e| anyhow::anyhow!("cannot reserve a free port on 127.0.0.1: {e}"))?;
-        if master_port.fixed_port_in_use() {
-            logs::say(format_args!(
-                "warning: --master-port {} is already in use on 127.0.0.1; rank 0 will likely \
-                 fail to bind it (omit --master-port to let slt-launch pick a free port)",
-                master_port.port()
-            ));
-        }
+        let store = if self.node_rank == 0 {
+            let public = self.nnodes > 1 || !port::is_loopback(&self.master_addr);
+            let listener = port::bind_store(self.master_port, public).map_err(|e| {
+                let what = match self.master_port {
+                    Some(p) if p != 0 => format!("--master-port {p}"),
+                    _ => "a free port".to_string(),
+                };
+                let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                    " (another launcher or a leftover worker holds it; omit --master-port to \
+                     let slt-launch pick a free port)"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!(
+                    "cannot bind the rendezvous store to {what} on {}: {e}{hint}",
+                    if public {
+                        "all interfaces"
+                    } else {
+                        "127.0.0.1"
+                    }
+                )
+            })?;
+            Some(listener)
+        } else {
+            None
+        };
+        let master_port = match &store {
+            Some(l) => l.local_addr()?.port(),
+            None => self.master_port.unwrap_or(0),
+        };
         let env = GroupEnv {
             local_world_size: self.nproc_per_node,
             nnodes: self.nnodes,
             node_rank: self.node_rank,
             master_addr: self.master_addr,
-            master_port: master_port.port(),
+            master_port,
             restart_count: 0,
             max_restarts: self.max_restarts,
             run_id: self.run_id.unwrap_or_else(random_run_id),
@@ -187,7 +230,7 @@ impl Args {
         Ok(AgentConfig {
             command: self.command,
             env,
-            master_port,
+            store,
             log_dir: self.log_dir,
             console: self.ranks_to_console,
             grace_period: self.grace_period,
@@ -290,9 +333,39 @@ mod tests {
         assert!(err(&["--nproc-per-node", "1"]).contains("COMMAND"));
         let multi = err(&["--nproc-per-node", "1", "--nnodes", "2", "--", "x"]);
         assert!(
-            multi.contains("multi-node rendezvous is not implemented yet"),
+            multi.contains("needs --master-port and --run-id"),
             "{multi}"
         );
+        let multi = err(&[
+            "--nproc-per-node",
+            "1",
+            "--nnodes",
+            "2",
+            "--master-port",
+            "29400",
+            "--run-id",
+            "r",
+            "--max-restarts",
+            "1",
+            "--",
+            "x",
+        ]);
+        assert!(multi.contains("--max-restarts 0"), "{multi}");
+        parse(&[
+            "--nproc-per-node",
+            "1",
+            "--nnodes",
+            "2",
+            "--node-rank",
+            "1",
+            "--master-port",
+            "29400",
+            "--run-id",
+            "r",
+            "--",
+            "x",
+        ])
+        .expect("a complete multi-node command line");
         assert!(
             err(&["--nproc-per-node", "1", "--node-rank", "1", "--", "x"]).contains("node-rank")
         );

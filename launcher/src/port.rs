@@ -1,91 +1,36 @@
-//! Choosing MASTER_PORT.
+//! MASTER_PORT: the port of the rendezvous store that the node-0 launcher hosts.
 //!
-//! With `--master-port` omitted (or 0) the launcher asks the kernel for a free port by binding
-//! `127.0.0.1:0`, the fix torchrun users reach for with `--rdzv-endpoint=localhost:0` after
-//! "errno 98 – Address already in use" (pytorch#126510).
-//!
-//! There is an unavoidable race: the port is free while *we* hold it, but rank 0 binds it only
-//! after we close our socket and the worker starts. Two things keep the window small: the
-//! listener stays open until just before the workers are spawned (so two launchers started at
-//! the same time cannot be handed the same port), and the kernel picks ephemeral ports at a
-//! random offset. The later rendezvous-store issue removes the race entirely: the launcher will
-//! serve the store on the socket it bound instead of handing the number on.
+//! The launcher binds the store's socket itself, before any worker starts, and serves the
+//! store on it for the whole launch. With `--master-port` omitted (or 0) the kernel picks a
+//! free port, the fix torchrun users reach for with `--rdzv-endpoint=localhost:0` after
+//! "errno 98 – Address already in use" (pytorch#126510). Since the socket is never released,
+//! there is no window in which another program (or a second launcher) could take the port:
+//! two launchers started at once always get different ports, and a busy fixed port is an
+//! immediate, clear error instead of a worker failing to bind much later.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 
-/// A port held open by the launcher until [`PortReservation::release`].
-#[derive(Debug)]
-pub struct PortReservation {
-    listener: TcpListener,
-    port: u16,
+/// Binds the store's listening socket: `127.0.0.1` for a single-node launch whose workers
+/// reach the store over loopback, all interfaces (`0.0.0.0`) when workers on other hosts
+/// must reach it (`public`). `port` `None` or 0 lets the kernel pick a free port.
+pub fn bind_store(port: Option<u16>, public: bool) -> io::Result<TcpListener> {
+    let ip = if public {
+        Ipv4Addr::UNSPECIFIED
+    } else {
+        Ipv4Addr::LOCALHOST
+    };
+    TcpListener::bind(SocketAddrV4::new(ip, port.unwrap_or(0)))
 }
 
-impl PortReservation {
-    /// Binds `127.0.0.1:0` and keeps the socket open.
-    pub fn reserve() -> io::Result<Self> {
-        let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
-        let port = listener.local_addr()?.port();
-        Ok(Self { listener, port })
-    }
-
-    /// The reserved port number.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Closes the socket so that a worker can bind the port; returns the port number.
-    pub fn release(self) -> u16 {
-        drop(self.listener);
-        self.port
-    }
-}
-
-/// How MASTER_PORT is obtained for a launch.
-#[derive(Debug)]
-pub enum MasterPort {
-    /// Given by the user with `--master-port N` (N ≠ 0).
-    Fixed(u16),
-    /// Picked by the launcher; released just before the first spawn.
-    Reserved(PortReservation),
-}
-
-impl MasterPort {
-    /// `Fixed(port)` for a non-zero `--master-port`, else a fresh reservation.
-    pub fn from_option(port: Option<u16>) -> io::Result<Self> {
-        match port {
-            Some(p) if p != 0 => Ok(Self::Fixed(p)),
-            _ => PortReservation::reserve().map(Self::Reserved),
-        }
-    }
-
-    /// The port number workers will be told.
-    pub fn port(&self) -> u16 {
-        match self {
-            Self::Fixed(p) => *p,
-            Self::Reserved(r) => r.port(),
-        }
-    }
-
-    /// For a fixed port: whether something on this host already listens on it (rank 0 would
-    /// then fail with "Address already in use" much later). Always `false` for a reservation.
-    pub fn fixed_port_in_use(&self) -> bool {
-        match self {
-            Self::Fixed(p) => {
-                let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, *p);
-                matches!(TcpListener::bind(addr), Err(e) if e.kind() == io::ErrorKind::AddrInUse)
-            }
-            Self::Reserved(_) => false,
-        }
-    }
-
-    /// Releases a reservation (if any) so the port can be bound by a worker; returns the port.
-    pub fn release(self) -> u16 {
-        match self {
-            Self::Fixed(p) => p,
-            Self::Reserved(r) => r.release(),
-        }
-    }
+/// Whether `addr` (MASTER_ADDR) names this host's loopback interface, so that a store bound to
+/// 127.0.0.1 is reachable under it.
+pub fn is_loopback(addr: &str) -> bool {
+    let host = addr.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -93,45 +38,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reserved_port_is_held_then_freed() {
-        let r = PortReservation::reserve().expect("reserve");
-        let port = r.port();
+    fn picked_port_is_held_while_bound() {
+        let l = bind_store(None, false).expect("bind");
+        let port = l.local_addr().expect("addr").port();
         assert_ne!(port, 0);
-        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-        assert_eq!(
-            TcpListener::bind(addr).map_err(|e| e.kind()).err(),
-            Some(io::ErrorKind::AddrInUse),
-            "the port must stay taken while reserved"
+        let err = bind_store(Some(port), false).expect_err("the port must stay taken");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        drop(l);
+        bind_store(Some(port), false).expect("free again after the store closes");
+    }
+
+    #[test]
+    fn concurrent_bindings_differ() {
+        let a = bind_store(Some(0), false).expect("bind a");
+        let b = bind_store(None, false).expect("bind b");
+        assert_ne!(
+            a.local_addr().expect("a").port(),
+            b.local_addr().expect("b").port()
         );
-        assert_eq!(r.release(), port);
-        TcpListener::bind(addr).expect("the port is free after release");
     }
 
     #[test]
-    fn concurrent_reservations_differ() {
-        let a = PortReservation::reserve().expect("reserve a");
-        let b = PortReservation::reserve().expect("reserve b");
-        assert_ne!(a.port(), b.port());
+    fn public_binding_listens_on_all_interfaces() {
+        let l = bind_store(None, true).expect("bind");
+        assert!(l.local_addr().expect("addr").ip().is_unspecified());
     }
 
     #[test]
-    fn busy_fixed_port_is_detected() {
-        let taken = PortReservation::reserve().expect("reserve");
-        assert!(MasterPort::Fixed(taken.port()).fixed_port_in_use());
-        let port = taken.release();
-        assert!(!MasterPort::Fixed(port).fixed_port_in_use());
-    }
-
-    #[test]
-    fn zero_or_none_means_pick() {
-        assert!(matches!(
-            MasterPort::from_option(Some(29500)).expect("fixed"),
-            MasterPort::Fixed(29500)
-        ));
-        for opt in [None, Some(0)] {
-            let p = MasterPort::from_option(opt).expect("reserve");
-            assert!(matches!(p, MasterPort::Reserved(_)));
-            assert_ne!(p.port(), 0);
+    fn loopback_names() {
+        for a in ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.1.1"] {
+            assert!(is_loopback(a), "{a}");
+        }
+        for a in ["10.0.0.1", "node01", "0.0.0.0"] {
+            assert!(!is_loopback(a), "{a}");
         }
     }
 }

@@ -9,6 +9,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::thread;
 
+use slt_launch::store::{attempt_token, ENV_TOKEN};
+
 use crate::logs::{RankLog, Reader, Stream};
 use crate::signals::signal_group;
 
@@ -49,6 +51,11 @@ impl GroupEnv {
         self.node_rank * self.local_world_size + local_rank
     }
 
+    /// The rendezvous store's token for this attempt (exported as SLT_RUN_TOKEN).
+    pub fn run_token(&self) -> String {
+        attempt_token(&self.run_id, self.restart_count)
+    }
+
     /// The variables exported to the worker with `local_rank` (on top of the launcher's own
     /// environment, which workers inherit).
     pub fn for_local_rank(&self, local_rank: u32) -> Vec<(&'static str, String)> {
@@ -64,6 +71,7 @@ impl GroupEnv {
             ("TORCHELASTIC_MAX_RESTARTS", self.max_restarts.to_string()),
             ("TORCHELASTIC_RUN_ID", self.run_id.clone()),
             ("SLT_RUN_ID", self.run_id.clone()),
+            (ENV_TOKEN, self.run_token()),
         ];
         if let Some(backend) = &self.backend {
             env.push(("SLT_DIST_BACKEND", backend.clone()));
@@ -282,6 +290,7 @@ mod tests {
         assert_eq!(get("MASTER_PORT"), Some("29500"));
         assert_eq!(get("TORCHELASTIC_RESTART_COUNT"), Some("2"));
         assert_eq!(get("SLT_RUN_ID"), Some("abc"));
+        assert_eq!(get("SLT_RUN_TOKEN"), Some("abc/2"));
         assert_eq!(get("SLT_DIST_BACKEND"), Some("nccl"));
         assert_eq!(get("OMP_NUM_THREADS"), Some("7"));
         let mut g = group();

@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use libc::c_int;
 
+use slt_launch::store::{self, join_host_port, StoreClient, StoreServer};
+
 use crate::logs::{self, RankFilter, RankLog};
-use crate::port::MasterPort;
 use crate::signals::{self, is_stop_signal, live_groups, signal_group, signal_name};
 use crate::spawn::{spawn_worker, GroupEnv, Worker};
 use crate::status::{Failure, Summary, WorkerExit};
@@ -44,8 +45,9 @@ pub struct AgentConfig {
     pub command: Vec<OsString>,
     /// Shared worker environment (its restart count is set by the agent).
     pub env: GroupEnv,
-    /// MASTER_PORT source; a reservation is held until the first spawn.
-    pub master_port: MasterPort,
+    /// The bound socket of the rendezvous store this launcher hosts (node 0); `None` when
+    /// another node's launcher hosts it at MASTER_ADDR:MASTER_PORT.
+    pub store: Option<std::net::TcpListener>,
     /// `--log-dir`.
     pub log_dir: Option<PathBuf>,
     /// `--ranks-to-console`.
@@ -161,7 +163,7 @@ impl Slot {
 /// The launcher's supervisor for one launch (all attempts).
 pub struct Agent {
     cfg: AgentConfig,
-    port: Option<MasterPort>,
+    store: Option<StoreServer>,
     logs: Vec<Arc<RankLog>>,
     tx: Sender<Event>,
     rx: Receiver<Event>,
@@ -204,11 +206,22 @@ impl Agent {
                 None
             }
         };
-        let port = std::mem::replace(&mut cfg.master_port, MasterPort::Fixed(0));
-        cfg.env.master_port = port.port();
+        let store = match cfg.store.take() {
+            None => None,
+            Some(listener) => {
+                cfg.env.master_port = listener
+                    .local_addr()
+                    .context("cannot read the store's port")?
+                    .port();
+                let token = store::attempt_token(&cfg.env.run_id, 0);
+                let server = StoreServer::start(listener, &token)
+                    .context("cannot start the rendezvous store")?;
+                Some(server)
+            }
+        };
         Ok(Self {
             cfg,
-            port: Some(port),
+            store,
             logs: rank_logs,
             tx,
             rx,
@@ -284,9 +297,15 @@ impl Agent {
                 log.begin_restart(self.restart_count);
             }
         }
-        // Hand the port over as late as possible (see port.rs for the race this narrows).
-        if let Some(port) = self.port.take() {
-            port.release();
+        match &self.store {
+            Some(server) if self.restart_count > 0 => server.reset(&env.run_token()),
+            Some(_) => {}
+            None => {
+                if let Err(e) = check_remote_store(&env) {
+                    logs::say(format_args!("error: {e}"));
+                    return Err(1);
+                }
+            }
         }
         for (local_rank, log) in (0..env.local_world_size).zip(&self.logs) {
             let tx = self.tx.clone();
@@ -553,10 +572,28 @@ impl Agent {
 
     fn finish(self) {
         self.signals.close();
+        if let Some(server) = self.store {
+            server.shutdown();
+        }
         if let Some(w) = self.watchdog {
             w.finish();
         }
     }
+}
+
+/// On a node other than 0: connects to node 0's store once (retrying for the connect window)
+/// so that an unreachable store or a mismatched `--run-id` is reported before any worker
+/// starts.
+fn check_remote_store(env: &GroupEnv) -> Result<(), String> {
+    let addr = join_host_port(&env.master_addr, env.master_port);
+    let opts = store::options_from_env()?;
+    logs::say(format_args!(
+        "node {}: checking the rendezvous store of node 0 at {addr} (up to {:?})",
+        env.node_rank, opts.connect_timeout
+    ));
+    StoreClient::connect(&addr, &env.run_token(), opts)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 fn eprint_raw(text: &str) {

@@ -382,8 +382,11 @@ fn group_is_restarted_after_a_failure() {
     let dir = tempdir();
     let log_dir = dir.path().join("logs");
     let log_arg = log_dir.to_str().expect("utf-8 path");
+    // Only rank 0 fails, after its echo (a failing rank 1 could get rank 0 stopped before it
+    // printed anything); rank 1 waits in attempt 0 until the launcher stops it.
     let script = "echo \"attempt $TORCHELASTIC_RESTART_COUNT\"; \
-                  [ \"$TORCHELASTIC_RESTART_COUNT\" = 1 ] || exit 5";
+                  [ \"$TORCHELASTIC_RESTART_COUNT\" = 1 ] && exit 0; \
+                  [ \"$RANK\" = 0 ] && exit 5; exec sleep 100";
     let args = [
         "--nproc-per-node",
         "2",
@@ -572,15 +575,37 @@ fn missing_command_exits_127() {
 }
 
 #[test]
-fn multi_node_is_refused_clearly() {
+fn incomplete_multi_node_launch_is_refused_clearly() {
     let out = Command::new(BIN)
         .args(["--nproc-per-node", "2", "--nnodes", "2", "--", "true"])
         .output()
         .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("needs --master-port and --run-id"), "{err}");
+}
+
+#[test]
+fn busy_master_port_is_an_immediate_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let start = Instant::now();
+    let out = Command::new(BIN)
+        .args([
+            "--nproc-per-node",
+            "1",
+            "--master-port",
+            &port,
+            "--",
+            "true",
+        ])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(start.elapsed() < DEADLINE);
     assert!(
-        err.contains("multi-node rendezvous is not implemented yet"),
+        err.contains(&format!("--master-port {port}")) && err.contains("omit --master-port"),
         "{err}"
     );
 }
