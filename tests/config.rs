@@ -54,7 +54,8 @@ fn every_shipped_config_loads_and_round_trips() {
     for path in &paths {
         let config = SltConfig::load(path, &[]).unwrap_or_else(|error| panic!("{error}"));
         let stem = path.file_stem().unwrap().to_string_lossy();
-        let task = match &stem[stem.len() - 3..] {
+        // `{dataset}_{task}[_{variant}]`, e.g. `phoenix-2014t_g2t_scratch`.
+        let task = match stem.split('_').nth(1).unwrap_or_default() {
             "s2g" => Task::S2G,
             "g2t" => Task::G2T,
             _ => Task::S2T,

@@ -42,11 +42,11 @@ use std::path::Path;
 
 pub use error::{ConfigError, ValidationProblem, ValidationProblems};
 pub use model::{
-    FuseMethod, GlossEmbeddingConfig, GlossFeatureSource, GlsEos, HeatmapConfig, MbartOverrides,
-    ModelConfig, RecognitionGlossTokenizerConfig, RecognitionNetworkConfig, S3dConfig,
-    TextTokenizerConfig, TextTokenizerLevel, TranslationGlossTokenizerConfig,
-    TranslationNetworkConfig, VisualHeadConfig, VlMapperConfig, VlMapperKind, S3D_BLOCK_CHANNELS,
-    S3D_SCRATCH,
+    FuseMethod, GlossEmbeddingConfig, GlossFeatureSource, GlsEos, HeatmapConfig,
+    MbartArchitectureConfig, MbartOverrides, ModelConfig, RecognitionGlossTokenizerConfig,
+    RecognitionNetworkConfig, S3dConfig, TextTokenizerConfig, TextTokenizerLevel,
+    TranslationGlossTokenizerConfig, TranslationNetworkConfig, VisualHeadConfig, VlMapperConfig,
+    VlMapperKind, MBART_ACTIVATIONS, S3D_BLOCK_CHANNELS, S3D_SCRATCH,
 };
 pub use overrides::{
     Override, OverrideOrigin, CAMEL_CASE_KEYS, ENV_PREFIX, ENV_SEPARATOR, SECTIONS,

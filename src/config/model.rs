@@ -103,6 +103,11 @@ pub struct S3dConfig {
     /// Blocks `1..=freeze_block` are frozen (0 = none); default 0.
     #[serde(default)]
     pub freeze_block: usize,
+    /// *slt extension*: momentum of the S3D BatchNorm running statistics; default 0.001 as the
+    /// reference (whose S3D is pretrained). A randomly initialised S3D trained briefly needs
+    /// a larger one (e.g. torch's default 0.1), or evaluation uses stale statistics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bn_momentum: Option<f64>,
 }
 
 fn default_s3d_pretrained() -> PathBuf {
@@ -212,15 +217,32 @@ pub struct HeatmapConfig {
 }
 
 /// `model.TranslationNetwork`.
+///
+/// Two ways to get the mBART:
+/// - **pretrained** (the reference): `pretrained_model_name_or_path` names a Hugging Face
+///   directory (`config.json` + weights), `overwrite_cfg` changes its dropouts; with
+///   `from_scratch: true` only its architecture is used and every weight starts random;
+/// - **from scratch without a directory** (*slt extension*): no
+///   `pretrained_model_name_or_path`, the architecture is given inline in `architecture`
+///   ([`MbartArchitectureConfig`]) and `from_scratch: true` is required. The vocabulary size
+///   comes from the text tokenizer (e.g. trained on the training sentences with
+///   `TextTokenizer.level: word`), the gloss table size from the gloss vocabulary (built from
+///   the training glosses when `GlossTokenizer.gloss2id_file` is left out).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TranslationNetworkConfig {
-    /// Hugging Face mBART directory (config + weights).
-    pub pretrained_model_name_or_path: PathBuf,
+    /// Hugging Face mBART directory (config + weights). Optional only for from-scratch models
+    /// that give `architecture` instead (*slt extension*).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained_model_name_or_path: Option<PathBuf>,
+    /// *slt extension*: the mBART architecture of a from-scratch model without a pretrained
+    /// directory (requires `from_scratch: true`; exclusive with `pretrained_model_name_or_path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<MbartArchitectureConfig>,
     /// Keyword overrides of the mBART config (dropouts).
     #[serde(default)]
     pub overwrite_cfg: MbartOverrides,
-    /// Text tokenizer (sentencepiece, pruned vocabulary).
+    /// Text tokenizer (pretrained sentencepiece with a pruned vocabulary, or trained).
     #[serde(rename = "TextTokenizer")]
     pub text_tokenizer: TextTokenizerConfig,
     /// Gloss tokenizer of the translation input.
@@ -234,19 +256,82 @@ pub struct TranslationNetworkConfig {
     /// Freeze the shared text embedding (and the tied LM head); default false.
     #[serde(default)]
     pub freeze_txt_embed: bool,
-    /// Checkpoint whose `translation_network.*` weights are loaded (strictly) after building.
+    /// Checkpoint whose `translation_network.*` weights are loaded (strictly) after building:
+    /// a reference `.ckpt` (`model_state`), an slt checkpoint directory (or its `ckpts`
+    /// folder / `best` / `latest` pointer), or a `.safetensors` file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_ckpt: Option<PathBuf>,
-    /// Factor on input embeddings; default `sqrt(d_model)` (known only once mBART is loaded).
+    /// Factor on input embeddings; default `sqrt(d_model)` (known only once mBART is built).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_embed_scale: Option<f64>,
     /// Suffix tokens after S2T features; default `gls`.
     #[serde(default)]
     pub gls_eos: GlsEos,
-    /// Re-initialise all mBART weights; default false.
+    /// Re-initialise all mBART weights (no pretrained weights are loaded); default false.
     #[serde(default)]
     pub from_scratch: bool,
 }
+
+/// `TranslationNetwork.architecture` (*slt extension*): an mBART built from scratch, with
+/// Hugging Face `MBartConfig` key names. The vocabulary size is not given here (it is the text
+/// tokenizer's); token ids are mBART's (`<s>` 0, `<pad>` 1, `</s>` 2, forced EOS 2); dropouts
+/// come from `overwrite_cfg` (mBART defaults: dropout 0.1, attention and activation 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MbartArchitectureConfig {
+    /// Hidden size.
+    pub d_model: usize,
+    /// Number of encoder layers.
+    pub encoder_layers: usize,
+    /// Number of decoder layers.
+    pub decoder_layers: usize,
+    /// Attention heads per encoder layer (must divide `d_model`).
+    pub encoder_attention_heads: usize,
+    /// Attention heads per decoder layer (must divide `d_model`).
+    pub decoder_attention_heads: usize,
+    /// Encoder feed-forward width.
+    pub encoder_ffn_dim: usize,
+    /// Decoder feed-forward width.
+    pub decoder_ffn_dim: usize,
+    /// Longest input / output sequence (learned positions); default 1024.
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    /// Scale decoder token embeddings by `sqrt(d_model)`; default true (as mBART).
+    #[serde(default = "default_true")]
+    pub scale_embedding: bool,
+    /// Feed-forward activation (`gelu`, `gelu_new`, `relu`, `silu`); default `gelu`.
+    #[serde(default = "default_activation")]
+    pub activation_function: String,
+    /// Standard deviation of the weight initialisation; default 0.02.
+    #[serde(default = "default_init_std")]
+    pub init_std: f64,
+    /// Probability of skipping a whole encoder layer in training; default 0.
+    #[serde(default)]
+    pub encoder_layerdrop: f64,
+    /// Probability of skipping a whole decoder layer in training; default 0.
+    #[serde(default)]
+    pub decoder_layerdrop: f64,
+}
+
+fn default_max_positions() -> usize {
+    1024
+}
+fn default_activation() -> String {
+    "gelu".to_string()
+}
+fn default_init_std() -> f64 {
+    0.02
+}
+
+/// Feed-forward activations an inline architecture may name.
+pub const MBART_ACTIVATIONS: [&str; 6] = [
+    "gelu",
+    "gelu_new",
+    "gelu_pytorch_tanh",
+    "gelu_fast",
+    "relu",
+    "silu",
+];
 
 /// `TranslationNetwork.overwrite_cfg`: mBART config values set at load time.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -263,19 +348,47 @@ pub struct MbartOverrides {
     pub activation_dropout: Option<f64>,
 }
 
+fn path_is_empty(path: &Path) -> bool {
+    path.as_os_str().is_empty()
+}
+
 /// `TranslationNetwork.TextTokenizer`.
+///
+/// `level: sentencepiece` (the reference) reads mBART's tokenizer from
+/// `pretrained_model_name_or_path` and the prune map `pruneids_file`; both are required then.
+/// The trained levels (*slt extension*) `word`, `char` and `bpe` learn the vocabulary from the
+/// training sentences (saved under the model directory and read back on resume); the two
+/// paths must be left out for them (an absent path is stored as the empty path).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextTokenizerConfig {
-    /// Directory with the sentencepiece model / tokenizer files.
+    /// Directory with the tokenizer files (`sentencepiece` only).
+    #[serde(default, skip_serializing_if = "path_is_empty")]
     pub pretrained_model_name_or_path: PathBuf,
-    /// Pickled `{original_id: pruned_id}` map.
+    /// Pickled `{original_id: pruned_id}` map (`sentencepiece` only).
+    #[serde(default, skip_serializing_if = "path_is_empty")]
     pub pruneids_file: PathBuf,
-    /// Target language code (`de_DE`, `zh_CN`).
+    /// Target language code (`de_DE`, `zh_CN`): the decoder start token.
     pub tgt_lang: String,
-    /// Tokenisation level; only `sentencepiece` (default).
+    /// Tokenisation level; default `sentencepiece`.
     #[serde(default)]
     pub level: TextTokenizerLevel,
+    /// *slt extension*: vocabulary size (special tokens included) of `level: bpe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab_size: Option<usize>,
+}
+
+impl TextTokenizerConfig {
+    /// The pretrained tokenizer directory, if given.
+    pub fn pretrained_dir(&self) -> Option<&Path> {
+        (!path_is_empty(&self.pretrained_model_name_or_path))
+            .then_some(self.pretrained_model_name_or_path.as_path())
+    }
+
+    /// The prune map file, if given.
+    pub fn prune_map_file(&self) -> Option<&Path> {
+        (!path_is_empty(&self.pruneids_file)).then_some(self.pruneids_file.as_path())
+    }
 }
 
 /// `TextTokenizer.level`.
@@ -285,14 +398,32 @@ pub enum TextTokenizerLevel {
     /// `sentencepiece`: mBART's own tokenizer.
     #[default]
     Sentencepiece,
+    /// *slt extension* `word`: whitespace-separated words of the training sentences.
+    Word,
+    /// *slt extension* `char`: single characters of the training sentences.
+    Char,
+    /// *slt extension* `bpe`: BPE subwords learnt from the training sentences
+    /// (`TextTokenizer.vocab_size` entries).
+    Bpe,
+}
+
+impl TextTokenizerLevel {
+    /// Whether the vocabulary is learnt from the training sentences (not pretrained).
+    pub fn is_trained(self) -> bool {
+        !matches!(self, TextTokenizerLevel::Sentencepiece)
+    }
 }
 
 /// `TranslationNetwork.GlossTokenizer`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TranslationGlossTokenizerConfig {
-    /// Pickled `{gloss: id}` dict of the mBART gloss vocabulary.
-    pub gloss2id_file: PathBuf,
+    /// Pickled `{gloss: id}` dict of the mBART gloss vocabulary. *slt extension*: when left
+    /// out, the vocabulary is built from the training glosses (`<s>` 0, `<pad>` 1, `</s>` 2,
+    /// `<unk>` 3, `src_lang` 4, then the glosses by frequency) and saved under the model
+    /// directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gloss2id_file: Option<PathBuf>,
     /// Source language code appended after `</s>` (`de_DGS`, `zh_CSL`).
     pub src_lang: String,
     /// Lower-case glosses before lookup; default true.
@@ -304,14 +435,21 @@ pub struct TranslationGlossTokenizerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlossEmbeddingConfig {
-    /// `torch.save`d `{gloss: FloatTensor[d_model]}` initial rows.
-    pub gloss2embed_file: PathBuf,
+    /// `torch.save`d `{gloss: FloatTensor[d_model]}` initial rows; may be left out (*slt
+    /// extension*) when `from_scratch` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gloss2embed_file: Option<PathBuf>,
     /// Freeze the gloss embedding; default false.
     #[serde(default)]
     pub freeze: bool,
     /// Random initialisation instead of `gloss2embed_file`; default false.
     #[serde(default)]
     pub from_scratch: bool,
+    /// *slt extension*: standard deviation of the random rows (all rows when `from_scratch`,
+    /// else those `gloss2embed_file` lacks); default 1 (torch's `nn.Embedding`, the
+    /// reference). The `<pad>` row starts at zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_std: Option<f64>,
 }
 
 /// `TranslationNetwork.gls_eos`: which embedding table provides the S2T suffix rows.

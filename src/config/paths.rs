@@ -57,14 +57,19 @@ fn resolve_model_paths(model: &mut ModelConfig, base: &Path) {
         }
     }
     if let Some(translation) = &mut model.translation_network {
-        resolve(&mut translation.pretrained_model_name_or_path, base);
-        resolve(
-            &mut translation.text_tokenizer.pretrained_model_name_or_path,
-            base,
-        );
-        resolve(&mut translation.text_tokenizer.pruneids_file, base);
-        resolve(&mut translation.gloss_tokenizer.gloss2id_file, base);
-        resolve(&mut translation.gloss_embedding.gloss2embed_file, base);
+        resolve_optional(&mut translation.pretrained_model_name_or_path, base);
+        let text = &mut translation.text_tokenizer;
+        // Trained text tokenizers have no files here (the empty path means "absent").
+        for path in [
+            &mut text.pretrained_model_name_or_path,
+            &mut text.pruneids_file,
+        ] {
+            if !path.as_os_str().is_empty() {
+                resolve(path, base);
+            }
+        }
+        resolve_optional(&mut translation.gloss_tokenizer.gloss2id_file, base);
+        resolve_optional(&mut translation.gloss_embedding.gloss2embed_file, base);
         resolve_optional(&mut translation.load_ckpt, base);
     }
 }

@@ -274,6 +274,19 @@ pub struct TrainingConfig {
     /// order; entry `{epoch: N, freeze_block: K}` makes epochs `N..` freeze blocks `1..=K`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frozen_block_schedule: Vec<FrozenBlockStep>,
+    /// *slt extension*: also write a resume checkpoint (`step_N`, no validation) every this many
+    /// optimizer steps, so a killed run loses at most that much work. Validation checkpoints
+    /// and the end of every epoch are checkpointed regardless. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every_steps: Option<usize>,
+    /// *slt extension*: write a `train` line to `metrics.jsonl` every this many steps;
+    /// default 10.
+    #[serde(default = "default_log_every_steps")]
+    pub log_every_steps: usize,
+}
+
+fn default_log_every_steps() -> usize {
+    10
 }
 
 fn default_num_workers() -> usize {
@@ -344,6 +357,15 @@ pub struct OptimizationConfig {
     /// Cosine floor; default 0.
     #[serde(default)]
     pub eta_min: f64,
+    /// *slt extension*: linear warm-up over the first `warmup_steps` optimizer steps (the
+    /// scheduled rate is multiplied by `min(1, (step + 1) / warmup_steps)`); default 0 = none,
+    /// as the reference.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warmup_steps: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn default_betas() -> [f64; 2] {

@@ -3,8 +3,8 @@
 
 use super::error::{ValidationProblem, ValidationProblems};
 use super::model::{
-    ModelConfig, RecognitionNetworkConfig, TranslationNetworkConfig, VlMapperConfig, VlMapperKind,
-    S3D_BLOCK_CHANNELS,
+    ModelConfig, RecognitionNetworkConfig, TextTokenizerLevel, TranslationNetworkConfig,
+    VlMapperConfig, VlMapperKind, MBART_ACTIVATIONS, S3D_BLOCK_CHANNELS,
 };
 use super::schema::{DataConfig, GenerateConfig, SltConfig, Task, TrainingConfig, TransformConfig};
 use super::values::MODEL_MODULE_NAMES;
@@ -213,6 +213,23 @@ fn check_training(config: &SltConfig, problems: &mut Problems) {
     }
     problems.positive(optimization.t_max, &format!("{OPT}.t_max"));
     problems.finite_at_least(optimization.eta_min, 0.0, &format!("{OPT}.eta_min"));
+    problems.positive(config.training.log_every_steps, "training.log_every_steps");
+    if let Some(every) = config.training.checkpoint_every_steps {
+        problems.positive(every, "training.checkpoint_every_steps");
+    }
+    let bn_momentum = config
+        .model
+        .recognition_network
+        .as_ref()
+        .and_then(|recognition| recognition.s3d.bn_momentum);
+    if let Some(momentum) = bn_momentum {
+        if !(momentum > 0.0 && momentum <= 1.0) {
+            problems.push(
+                "model.RecognitionNetwork.s3d.bn_momentum",
+                format!("must be in (0, 1], got {momentum}"),
+            );
+        }
+    }
 
     check_frozen_block_schedule(config, problems);
 }
@@ -387,12 +404,28 @@ fn check_translation(translation: &TranslationNetworkConfig, problems: &mut Prob
             problems.fraction(value, &format!("{KEY}.overwrite_cfg.{name}"));
         }
     }
+    check_translation_source(translation, problems);
+    check_text_tokenizer(translation, problems);
     let embedding = &translation.gloss_embedding;
     if embedding.from_scratch && embedding.freeze {
         problems.push(
             &format!("{KEY}.GlossEmbedding.freeze"),
             "a gloss embedding trained from scratch cannot be frozen",
         );
+    }
+    if embedding.gloss2embed_file.is_none() && !embedding.from_scratch {
+        problems.push(
+            &format!("{KEY}.GlossEmbedding.gloss2embed_file"),
+            "required unless GlossEmbedding.from_scratch is true",
+        );
+    }
+    if let Some(std) = embedding.init_std {
+        if !(std.is_finite() && std > 0.0) {
+            problems.push(
+                &format!("{KEY}.GlossEmbedding.init_std"),
+                format!("must be > 0, got {std}"),
+            );
+        }
     }
     if let Some(scale) = translation.input_embed_scale {
         if !(scale.is_finite() && scale > 0.0) {
@@ -403,6 +436,127 @@ fn check_translation(translation: &TranslationNetworkConfig, problems: &mut Prob
         }
     }
 }
+
+/// Where the mBART comes from: a pretrained directory, or an inline architecture.
+fn check_translation_source(translation: &TranslationNetworkConfig, problems: &mut Problems) {
+    const KEY: &str = "model.TranslationNetwork";
+    match (
+        &translation.pretrained_model_name_or_path,
+        &translation.architecture,
+    ) {
+        (None, None) => problems.push(
+            &format!("{KEY}.pretrained_model_name_or_path"),
+            "required (or, for a model trained from scratch, `architecture`)",
+        ),
+        (Some(_), Some(_)) => problems.push(
+            &format!("{KEY}.architecture"),
+            "give either pretrained_model_name_or_path or architecture, not both",
+        ),
+        _ => {}
+    }
+    let Some(arch) = &translation.architecture else {
+        return;
+    };
+    let key = format!("{KEY}.architecture");
+    if !translation.from_scratch {
+        problems.push(
+            &format!("{KEY}.from_scratch"),
+            "must be true when the architecture is given inline (there are no weights to load)",
+        );
+    }
+    let sizes = [
+        ("d_model", arch.d_model),
+        ("encoder_attention_heads", arch.encoder_attention_heads),
+        ("decoder_attention_heads", arch.decoder_attention_heads),
+        ("encoder_ffn_dim", arch.encoder_ffn_dim),
+        ("decoder_ffn_dim", arch.decoder_ffn_dim),
+        ("max_position_embeddings", arch.max_position_embeddings),
+    ];
+    for (name, value) in sizes {
+        problems.positive(value, &format!("{key}.{name}"));
+    }
+    for (name, heads) in [
+        ("encoder_attention_heads", arch.encoder_attention_heads),
+        ("decoder_attention_heads", arch.decoder_attention_heads),
+    ] {
+        if heads > 0 && arch.d_model % heads != 0 {
+            problems.push(
+                &format!("{key}.{name}"),
+                format!("must divide d_model ({}), got {heads}", arch.d_model),
+            );
+        }
+    }
+    if !MBART_ACTIVATIONS.contains(&arch.activation_function.as_str()) {
+        problems.push(
+            &format!("{key}.activation_function"),
+            format!(
+                "must be one of {}, got `{}`",
+                MBART_ACTIVATIONS.join(", "),
+                arch.activation_function
+            ),
+        );
+    }
+    if !(arch.init_std.is_finite() && arch.init_std > 0.0) {
+        problems.push(
+            &format!("{key}.init_std"),
+            format!("must be > 0, got {}", arch.init_std),
+        );
+    }
+    problems.fraction(arch.encoder_layerdrop, &format!("{key}.encoder_layerdrop"));
+    problems.fraction(arch.decoder_layerdrop, &format!("{key}.decoder_layerdrop"));
+}
+
+fn check_text_tokenizer(translation: &TranslationNetworkConfig, problems: &mut Problems) {
+    const KEY: &str = "model.TranslationNetwork.TextTokenizer";
+    let text = &translation.text_tokenizer;
+    let files = [
+        ("pretrained_model_name_or_path", text.pretrained_dir()),
+        ("pruneids_file", text.prune_map_file()),
+    ];
+    if text.level.is_trained() {
+        for (name, path) in files {
+            if path.is_some() {
+                problems.push(
+                    &format!("{KEY}.{name}"),
+                    format!("only used by level sentencepiece, not {:?}", text.level),
+                );
+            }
+        }
+        if !translation.from_scratch {
+            problems.push(
+                "model.TranslationNetwork.from_scratch",
+                format!(
+                    "must be true with a trained text tokenizer (level {:?}): pretrained \
+                     weights have another vocabulary",
+                    text.level
+                ),
+            );
+        }
+    } else {
+        for (name, path) in files {
+            if path.is_none() {
+                problems.push(&format!("{KEY}.{name}"), "required for level sentencepiece");
+            }
+        }
+    }
+    match (text.level, text.vocab_size) {
+        (TextTokenizerLevel::Bpe, None) => {
+            problems.push(&format!("{KEY}.vocab_size"), "required for level bpe");
+        }
+        (TextTokenizerLevel::Bpe, Some(size)) if size <= BASE_TEXT_SPECIALS => problems.push(
+            &format!("{KEY}.vocab_size"),
+            format!("must exceed the {BASE_TEXT_SPECIALS} special tokens, got {size}"),
+        ),
+        (TextTokenizerLevel::Bpe, Some(_)) | (_, None) => {}
+        (level, Some(_)) => problems.push(
+            &format!("{KEY}.vocab_size"),
+            format!("only used by level bpe, not {level:?}"),
+        ),
+    }
+}
+
+/// `<s>`, `<pad>`, `</s>`, `<unk>` and the language token of a trained text tokenizer.
+const BASE_TEXT_SPECIALS: usize = 5;
 
 fn check_vl_mapper(
     mapper: &VlMapperConfig,

@@ -14,6 +14,7 @@
 //! # Ok::<(), slt::data::g2t_gloss::G2TGlossError>(())
 //! ```
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -27,6 +28,20 @@ pub enum G2TGlossError {
     /// The vocabulary file could not be read or is malformed.
     #[error(transparent)]
     Vocab(#[from] GlossError),
+    /// `GlossTokenizer.gloss2id_file` is not set (the vocabulary is to be built instead).
+    #[error(
+        "GlossTokenizer.gloss2id_file is not set: build the vocabulary from the training \
+         glosses (G2TGlossTokenizer::build)"
+    )]
+    NoVocabularyFile,
+    /// A built vocabulary could not be written.
+    #[error("{}: cannot write the gloss vocabulary: {message}", .path.display())]
+    Write {
+        /// The target file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
     /// A token the tokenizer needs is not in the vocabulary.
     #[error("{}: the vocabulary has no '{token}' token ({role})", .path.display())]
     MissingToken {
@@ -38,6 +53,10 @@ pub enum G2TGlossError {
         role: &'static str,
     },
 }
+
+/// Special tokens of a vocabulary built by [`G2TGlossTokenizer::build`], ids 0..4 (mBART's
+/// order); the source-language token follows with id 4.
+pub const BUILT_SPECIALS: [&str; 4] = ["<s>", "<pad>", "</s>", "<unk>"];
 
 /// A padded G2T input batch, row-major `[batch, max_len]` (the reference's `input_ids` and
 /// `attention_mask`).
@@ -127,9 +146,86 @@ impl G2TGlossTokenizer {
         Self::new(GlossVocab::read(path)?, src_lang, lower_case)
     }
 
-    /// Builds the tokenizer of `TranslationNetwork.GlossTokenizer`.
+    /// Builds the tokenizer of `TranslationNetwork.GlossTokenizer` from its `gloss2id_file`
+    /// ([`G2TGlossError::NoVocabularyFile`] when the config leaves it out).
     pub fn from_config(cfg: &TranslationGlossTokenizerConfig) -> Result<Self, G2TGlossError> {
-        Self::from_file(&cfg.gloss2id_file, &cfg.src_lang, cfg.lower_case)
+        let path = cfg
+            .gloss2id_file
+            .as_deref()
+            .ok_or(G2TGlossError::NoVocabularyFile)?;
+        Self::from_file(path, &cfg.src_lang, cfg.lower_case)
+    }
+
+    /// Builds a vocabulary from training gloss strings: [`BUILT_SPECIALS`] get ids 0..4,
+    /// `src_lang` id 4, then every gloss (lower-cased if `lower_case`) by decreasing frequency,
+    /// ties in code-point order. `source` names the vocabulary in messages (e.g. the file it
+    /// will be saved to).
+    pub fn build(
+        glosses: &[&str],
+        src_lang: &str,
+        lower_case: bool,
+        source: impl Into<PathBuf>,
+    ) -> Result<Self, G2TGlossError> {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for line in glosses {
+            for gloss in split_python_whitespace(line) {
+                let gloss = if lower_case {
+                    gloss.to_lowercase()
+                } else {
+                    gloss.to_owned()
+                };
+                *counts.entry(gloss).or_default() += 1;
+            }
+        }
+        let specials: Vec<&str> = BUILT_SPECIALS.iter().copied().chain([src_lang]).collect();
+        let mut ranked: Vec<(String, usize)> = counts
+            .into_iter()
+            .filter(|(gloss, _)| !specials.contains(&gloss.as_str()))
+            .collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let entries = specials
+            .iter()
+            .map(|s| s.to_string())
+            .chain(ranked.into_iter().map(|(gloss, _)| gloss))
+            .enumerate()
+            .map(|(id, gloss)| (gloss, id as i64));
+        Self::new(
+            GlossVocab::from_entries(source, entries)?,
+            src_lang,
+            lower_case,
+        )
+    }
+
+    /// Writes the vocabulary as a pickled `{gloss: id}` dict (the reference's `gloss2ids.pkl`
+    /// format, readable by [`G2TGlossTokenizer::from_file`]) through a temporary file and a
+    /// rename, so readers never see a partial file.
+    pub fn save(&self, path: &Path) -> Result<(), G2TGlossError> {
+        let write_err = |message: String| G2TGlossError::Write {
+            path: path.to_path_buf(),
+            message,
+        };
+        let dict: BTreeMap<&str, i64> = self
+            .vocab
+            .glosses()
+            .iter()
+            .enumerate()
+            .map(|(id, gloss)| (gloss.as_str(), id as i64))
+            .collect();
+        let bytes = serde_pickle::to_vec(&dict, serde_pickle::SerOptions::new())
+            .map_err(|e| write_err(e.to_string()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| write_err(e.to_string()))?;
+        }
+        let name = path.file_name().map_or_else(
+            || "gloss2ids.pkl".into(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let tmp = path.with_file_name(format!("{name}.tmp-{}", std::process::id()));
+        std::fs::write(&tmp, bytes).map_err(|e| write_err(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            write_err(e.to_string())
+        })
     }
 
     /// The vocabulary.
@@ -288,6 +384,37 @@ mod tests {
             Vec::<i64>::try_from(mask.view(-1)).expect("i64"),
             batch.attention_mask
         );
+    }
+
+    #[test]
+    fn built_vocabulary_ranks_by_frequency_and_round_trips() {
+        let glosses = ["REGEN MORGEN REGEN", "morgen SCHNEE", "<UNK> REGEN"];
+        let tok = G2TGlossTokenizer::build(&glosses, "de_DGS", true, "mem/built.pkl")
+            .expect("valid vocabulary");
+        let order: Vec<&str> = tok.vocab().glosses().iter().map(String::as_str).collect();
+        assert_eq!(
+            order,
+            ["<s>", "<pad>", "</s>", "<unk>", "de_DGS", "regen", "morgen", "schnee"]
+        );
+        assert_eq!(
+            (tok.pad_id(), tok.eos_id(), tok.unk_id(), tok.lang_id()),
+            (1, 2, 3, 4)
+        );
+        assert_eq!(tok.encode("REGEN HAGEL"), vec![5, 3, 2, 4]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/gloss2ids.pkl");
+        tok.save(&path).expect("save");
+        let back = G2TGlossTokenizer::from_file(&path, "de_DGS", true).expect("read back");
+        assert_eq!(back.vocab().glosses(), tok.vocab().glosses());
+        let cfg = TranslationGlossTokenizerConfig {
+            gloss2id_file: None,
+            src_lang: "de_DGS".into(),
+            lower_case: true,
+        };
+        assert!(matches!(
+            G2TGlossTokenizer::from_config(&cfg),
+            Err(G2TGlossError::NoVocabularyFile)
+        ));
     }
 
     #[test]

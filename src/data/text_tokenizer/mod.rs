@@ -113,6 +113,15 @@ pub enum TextTokenizerError {
         /// What went wrong.
         message: String,
     },
+    /// A trained level was asked for without training sentences.
+    #[error(
+        "TextTokenizer level {level:?} is learnt from the training sentences; \
+         it cannot be read from the config alone"
+    )]
+    NeedsTraining {
+        /// The configured level.
+        level: TextTokenizerLevel,
+    },
     /// `tokenizers` failed on an input sentence.
     #[error("cannot tokenise {text:?}: {message}")]
     Encode {
@@ -230,13 +239,16 @@ impl TextTokenizer {
     }
 
     /// The tokenizer of `TranslationNetwork.TextTokenizer` (pretrained mBART + prune map).
+    /// Trained levels (`word`, `char`, `bpe`) are an error here: they need the training
+    /// sentences ([`TextTokenizer::train`]).
     pub fn from_config(cfg: &TextTokenizerConfig) -> Result<Self, TextTokenizerError> {
         match cfg.level {
             TextTokenizerLevel::Sentencepiece => Self::pretrained(
                 &cfg.pretrained_model_name_or_path,
-                Some(&cfg.pruneids_file),
+                cfg.prune_map_file(),
                 &cfg.tgt_lang,
             ),
+            level => Err(TextTokenizerError::NeedsTraining { level }),
         }
     }
 

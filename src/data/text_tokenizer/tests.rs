@@ -275,6 +275,7 @@ fn from_config_reads_the_directory_and_prune_map() {
         pruneids_file: map,
         tgt_lang: "de_DE".into(),
         level: TextTokenizerLevel::Sentencepiece,
+        vocab_size: None,
     };
     let tok = TextTokenizer::from_config(&cfg).expect("valid config");
     assert_eq!((tok.lang_id(), tok.vocab_size()), (6, 24));
