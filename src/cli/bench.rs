@@ -17,12 +17,18 @@ use slt::data::synth::{generate, SynthOptions};
 
 use super::stream::stream;
 
+#[path = "bench_s2g.rs"]
+mod s2g;
+
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Video loader throughput (decode + temporal sampling + augmentation + batching) on a
     /// synthetic 210×260 PNG zip, optionally against the Python reference's loader.
     Loader(LoaderBenchArgs),
+    /// One Sign2Gloss training step (S3D + visual head + CTC, forward + backward + Adam) on
+    /// `[1,3,32,112,112]` and `[1,3,64,224,224]` clips, optionally against plain PyTorch.
+    S2gStep(s2g::S2gStepArgs),
 }
 
 /// Train (reference augmentation) or eval (centre crop) pipeline.
@@ -66,6 +72,7 @@ pub struct LoaderBenchArgs {
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Loader(args) => loader(args),
+        BenchCommand::S2gStep(args) => s2g::s2g_step(args),
     }
 }
 

@@ -3,5 +3,7 @@
 pub mod ctc;
 pub mod import;
 pub mod mbart;
+pub mod recognition;
 pub mod s3d;
+pub mod translation;
 pub mod visual_head;

@@ -52,6 +52,16 @@ impl BatchNorm {
         }
     }
 
+    /// Sets the running-statistics momentum.
+    pub fn set_momentum(&mut self, momentum: f64) {
+        self.momentum = momentum;
+    }
+
+    /// The running-statistics momentum.
+    pub fn momentum(&self) -> f64 {
+        self.momentum
+    }
+
     /// Normalises `x`. `train`: batch statistics (biased variance), running statistics updated
     /// with the unbiased variance and the counter incremented; otherwise running statistics.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
@@ -322,6 +332,33 @@ impl Layer {
             Layer::Basic(layer) => layer.parameters(),
             Layer::Sep(layer) => layer.parameters(),
             Layer::Mixed(layer) => layer.parameters(),
+        }
+    }
+
+    /// Every BatchNorm of the layer.
+    pub(super) fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm> {
+        match self {
+            Layer::Pool(_) => Vec::new(),
+            Layer::Basic(layer) => vec![&mut layer.bn],
+            Layer::Sep(layer) => vec![&mut layer.bn_s, &mut layer.bn_t],
+            Layer::Mixed(layer) => {
+                let Mixed {
+                    branch0,
+                    branch1,
+                    branch2,
+                    branch3,
+                } = layer.as_mut();
+                vec![
+                    &mut branch0.bn,
+                    &mut branch1.0.bn,
+                    &mut branch1.1.bn_s,
+                    &mut branch1.1.bn_t,
+                    &mut branch2.0.bn,
+                    &mut branch2.1.bn_s,
+                    &mut branch2.1.bn_t,
+                    &mut branch3.bn,
+                ]
+            }
         }
     }
 }

@@ -273,6 +273,17 @@ impl S3dBackbone {
     /// Frozen parameters get `requires_grad = false` and their gradients (if any) are zeroed;
     /// unfrozen ones get `requires_grad = true`. The variables stay in the VarStore's trainable
     /// list either way, so an optimizer must skip tensors that do not require a gradient.
+    /// Sets the running-statistics momentum of every BatchNorm (the reference: 0.001, right for
+    /// fine-tuning a pretrained S3D; a randomly initialised S3D needs a larger one — torch's
+    /// default is 0.1 — or its running statistics lag far behind the weights).
+    pub fn set_bn_momentum(&mut self, momentum: f64) {
+        for layer in &mut self.base {
+            for bn in layer.batch_norms_mut() {
+                bn.set_momentum(momentum);
+            }
+        }
+    }
+
     pub fn set_frozen_blocks(&mut self, freeze_block: usize) -> Result<(), S3dError> {
         S3dBackboneConfig {
             freeze_block,
