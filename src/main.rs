@@ -24,12 +24,16 @@ enum Command {
     Bench(cli::bench::BenchCommand),
     /// The end-to-end demo on built-in synthetic data.
     Demo(cli::demo::DemoArgs),
+    /// Train a stage (S2G, G2T) as its config says; resumable.
+    Train(cli::train::TrainArgs),
+    /// Evaluate a checkpoint on dev/test: per-sample hypotheses and corpus scores.
+    Eval(cli::train::EvalArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let args = Cli::parse();
     match run(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             // The message chain names the file, key path or sample; a backtrace adds nothing.
             eprintln!("error: {err:#}");
@@ -38,14 +42,17 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(args: Cli) -> anyhow::Result<()> {
+fn run(args: Cli) -> anyhow::Result<std::process::ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
         .with_writer(std::io::stderr)
         .init();
+    let done = |()| std::process::ExitCode::SUCCESS;
     match args.command {
-        Command::Data(command) => cli::data::run(command),
-        Command::Bench(command) => cli::bench::run(command),
+        Command::Data(command) => cli::data::run(command).map(done),
+        Command::Bench(command) => cli::bench::run(command).map(done),
         Command::Demo(demo) => cli::demo::run(demo),
+        Command::Train(train) => cli::train::run_train(train),
+        Command::Eval(eval) => cli::train::run_eval(eval),
     }
 }

@@ -1,25 +1,24 @@
 //! `slt demo`: the main job on built-in synthetic data.
 //!
-//! Generates the synthetic set when it is missing, then streams the train split (with the
-//! reference's augmentation, sharded as rank 0 of 1) and the dev split (eval transform)
-//! through the prefetching loader, tokenising the glosses as Sign2Gloss does, and prints a
-//! summary. Training replaces the streaming once the model stages land.
+//! Generates the synthetic sign-video set the synthetic configs expect when it is missing
+//! (`slt data synth --width 64 --height 80`: 400/50/50 videos of 20 glosses), then trains
+//! Sign2Gloss on it with `experiments/configs/SingleStream/synthetic_s2g.yaml` exactly as
+//! `slt train` does (checkpoints, validation, resume with `--resume auto`), and finally
+//! evaluates the best checkpoint on dev and test.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
 use slt::config::SltConfig;
-use slt::data::dataset::{
-    annotation_path, clip_pipeline, open_video_source, recognition_tokenizer, video_dataset, Split,
-};
-use slt::data::loader::LoaderOptions;
-use slt::data::sampler::DistributedSampler;
+use slt::data::dataset::{annotation_path, Split};
 use slt::data::synth::{generate, SynthOptions};
 
-use super::stream::stream;
+use super::train::{run_train_config, TrainRun};
+
+/// Frame size of the synthetic set the synthetic configs are tuned for.
+pub const DEMO_FRAME_SIZE: (u32, u32) = (64, 80);
 
 /// Options of `slt demo`.
 #[derive(Debug, Args)]
@@ -33,13 +32,16 @@ pub struct DemoArgs {
     /// Config overrides `key.path=value`.
     #[arg(long = "set")]
     overrides: Vec<String>,
-    /// Loader threads (default: the config's `training.num_workers`).
+    /// `auto` continues an interrupted demo run; `never` (default) starts over.
+    #[arg(long, default_value = "never")]
+    resume: String,
+    /// Stop with a checkpoint after this many optimizer steps.
     #[arg(long)]
-    threads: Option<usize>,
+    max_steps: Option<u64>,
 }
 
 /// Runs the demo.
-pub fn run(args: DemoArgs) -> Result<()> {
+pub fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
     let config = SltConfig::load_from_process_env(&args.config, &args.overrides)?;
     let zip = config
         .data
@@ -55,13 +57,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
             .parent()
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."));
-        eprintln!("generating the synthetic dataset in {}", out_dir.display());
-        // A demo-sized set (~0.5 GB at 210×260); `slt data synth` writes the full default set.
+        eprintln!(
+            "generating the synthetic dataset in {} ({}x{} frames)",
+            out_dir.display(),
+            DEMO_FRAME_SIZE.0,
+            DEMO_FRAME_SIZE.1
+        );
         let report = generate(&SynthOptions {
             out_dir,
-            train_size: 100,
-            dev_size: 20,
-            test_size: 20,
+            width: DEMO_FRAME_SIZE.0,
+            height: DEMO_FRAME_SIZE.1,
             ..SynthOptions::default()
         })?;
         eprintln!(
@@ -71,64 +76,14 @@ pub fn run(args: DemoArgs) -> Result<()> {
             report.wall_secs
         );
     }
-
-    let transform = config
-        .data
-        .transform_cfg
-        .as_ref()
-        .context("the demo config needs data.transform_cfg")?;
-    let tokenizer = recognition_tokenizer(&config)?;
-    let source = Arc::new(open_video_source(&config.data)?);
-    let threads = args.threads.unwrap_or(config.training.num_workers).max(1);
-    for split in [Split::Train, Split::Dev] {
-        let dataset = Arc::new(video_dataset(&config, split, Arc::clone(&source))?);
-        let n = dataset.records.len();
-        let batch = config.training.batch_size;
-        let sampler = match split {
-            Split::Train => DistributedSampler::train(n, 0, 1, batch, config.training.shuffle, 0)?,
-            _ => DistributedSampler::eval(n, 0, 1, batch)?,
-        };
-        let options = LoaderOptions {
-            seed: config.training.random_seed,
-            threads,
-            prefetch_batches: 2,
-        };
-        let mut glosses = 0usize;
-        let mut unknown = 0usize;
-        let stats = stream(
-            Arc::clone(&dataset),
-            sampler.batches(0, 0),
-            clip_pipeline(transform, split)?,
-            options,
-            split.name(),
-            |batch| {
-                let texts: Vec<&str> = batch.glosses.iter().map(String::as_str).collect();
-                let labels = tokenizer.encode_batch(&texts);
-                glosses += labels.lengths.iter().sum::<i64>() as usize;
-                unknown += labels
-                    .labels
-                    .iter()
-                    .filter(|&&id| id == tokenizer.unk_id())
-                    .count();
-                Ok(())
-            },
-        )?;
-        println!(
-            "{split:>5}: {} videos in {} batches, {} frames ({} selected) in {:.2} s = {:.0} frames/s, {:.0} MB/s; \
-             longest clip {} frames; last batch {:?}; {} gloss labels ({} unknown, vocabulary {})",
-            stats.clips,
-            stats.batches,
-            stats.frames,
-            stats.valid_frames,
-            stats.seconds,
-            stats.frames_per_s(),
-            stats.mb_per_s(),
-            stats.longest_clip,
-            stats.last_shape,
-            glosses,
-            unknown,
-            tokenizer.len(),
-        );
-    }
-    Ok(())
+    run_train_config(
+        &config,
+        &TrainRun {
+            config_path: args.config.clone(),
+            resume: Some(args.resume.clone()),
+            device: None,
+            max_steps: args.max_steps,
+            final_evaluation: true,
+        },
+    )
 }

@@ -4,3 +4,4 @@ pub mod bench;
 pub mod data;
 pub mod demo;
 pub mod stream;
+pub mod train;
