@@ -6,7 +6,8 @@
 //!   `slt-launch` hosts it on node 0 and workers connect with SLT_RUN_TOKEN; without the
 //!   launcher (under `srun`), rank 0 hosts it itself.
 //! - [`collective`]: the [`Collective`] trait (all-reduce, broadcast, all-gather, barrier) and
-//!   [`SingleProcess`]; [`tcp`]: the ring backend over TCP; `mpi` (cargo feature `mpi`): rsmpi.
+//!   [`SingleProcess`]; [`tcp`]: the ring backend over TCP; `mpi` (cargo feature `mpi`): rsmpi;
+//!   `nccl` (cargo feature `nccl`): NCCL on CUDA tensors through cudarc.
 //! - [`ddp`]: parameter broadcast and bucketed gradient averaging.
 //!
 //! The trainer needs one call:
@@ -30,6 +31,8 @@ pub mod ddp;
 pub mod env;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod tcp;
 
 use std::io;
@@ -275,10 +278,37 @@ pub fn init(env: DistEnv, opts: &InitOptions) -> Result<ProcessGroup, DistError>
                     .into(),
             })
         }
+        #[cfg(feature = "nccl")]
+        Backend::Nccl => {
+            // May re-execute the process (NCCL library shim), so before any connection.
+            self::nccl::prepare()?;
+            let (mut store, _token, server) = connect_store(&env, opts)?;
+            let nccl_opts = self::nccl::NcclOptions {
+                timeout: opts.tcp.timeout,
+                id_key: "nccl/unique_id".into(),
+            };
+            let nccl = self::nccl::NcclCollective::connect(
+                &mut store,
+                env.rank,
+                env.world_size,
+                env.local_rank,
+                &nccl_opts,
+            )?;
+            return Ok(ProcessGroup {
+                env,
+                backend,
+                collective: Box::new(nccl),
+                store: Some(store),
+                _server: server,
+            });
+        }
+        #[cfg(not(feature = "nccl"))]
         Backend::Nccl => {
             return Err(DistError::Unavailable {
                 backend: "nccl".into(),
-                why: "this build of slt has no NCCL support; use tcp".into(),
+                why: "this build of slt has no NCCL support (rebuild with `--features nccl`); \
+                      use tcp"
+                    .into(),
             })
         }
     }
