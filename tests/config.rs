@@ -181,9 +181,16 @@ fn synthetic_configs_point_at_the_synth_output() {
     assert_eq!(s2g.training.batch_size, 2);
     let transform = s2g.data.transform_cfg.as_ref().unwrap();
     // S3D blocks 1-4 downsample space by 16; the eval crop must hold the whole (64-wide) frame.
-    assert_eq!(transform.img_size % 16, 0, "img_size {}", transform.img_size);
+    assert_eq!(
+        transform.img_size % 16,
+        0,
+        "img_size {}",
+        transform.img_size
+    );
     assert!(transform.center_crop);
-    assert!(transform.center_crop_size.is_some_and(|c| c >= 64 && c >= transform.img_size));
+    assert!(transform
+        .center_crop_size
+        .is_some_and(|c| c >= 64 && c >= transform.img_size));
     assert_eq!(
         s2g.model
             .recognition_network
