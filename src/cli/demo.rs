@@ -8,7 +8,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use slt::config::SltConfig;
@@ -76,6 +79,7 @@ pub fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
             report.wall_secs
         );
     }
+    check_frame_size(&zip)?;
     run_train_config(
         &config,
         &TrainRun {
@@ -86,4 +90,48 @@ pub fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
             final_evaluation: true,
         },
     )
+}
+
+/// Refuses a synthetic set whose frames are not [`DEMO_FRAME_SIZE`] (e.g. one generated with
+/// `slt data synth`'s Phoenix-sized defaults): the synthetic configs' crop and input size are
+/// tuned for it. The set is left alone; the message says how to replace it.
+fn check_frame_size(zip_path: &Path) -> Result<()> {
+    let file =
+        std::fs::File::open(zip_path).with_context(|| format!("opening {}", zip_path.display()))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .with_context(|| format!("reading the zip directory of {}", zip_path.display()))?;
+    for index in 0..archive.len() {
+        let mut entry = archive
+            .by_index(index)
+            .with_context(|| format!("{}: entry {index}", zip_path.display()))?;
+        let name = entry
+            .name()
+            .with_context(|| format!("{}: name of entry {index}", zip_path.display()))?
+            .into_owned();
+        if !name.ends_with(".png") {
+            continue;
+        }
+        let mut header = [0u8; 24];
+        entry
+            .read_exact(&mut header)
+            .with_context(|| format!("{}: reading the PNG header of {name}", zip_path.display()))?;
+        let width = u32::from_be_bytes([header[16], header[17], header[18], header[19]]);
+        let height = u32::from_be_bytes([header[20], header[21], header[22], header[23]]);
+        if (width, height) != DEMO_FRAME_SIZE {
+            let dir = zip_path.parent().unwrap_or_else(|| Path::new("."));
+            bail!(
+                "{}: frames are {width}x{height}, the synthetic configs expect {}x{}; move that \
+                 set away and rerun, or regenerate it with `slt data synth --out {} --width {} \
+                 --height {}`",
+                zip_path.display(),
+                DEMO_FRAME_SIZE.0,
+                DEMO_FRAME_SIZE.1,
+                dir.display(),
+                DEMO_FRAME_SIZE.0,
+                DEMO_FRAME_SIZE.1
+            );
+        }
+        return Ok(());
+    }
+    bail!("{}: no PNG frame found", zip_path.display())
 }
