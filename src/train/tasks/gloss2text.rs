@@ -1,7 +1,7 @@
 //! Gloss2Text: annotated glosses → gloss embeddings → mBART (the reference's `task: G2T`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tch::nn::VarStore;
 use tch::Device;
@@ -31,7 +31,8 @@ pub struct TextBatch {
 pub struct Gloss2TextTask {
     vs: VarStore,
     network: TranslationNetwork,
-    records: BTreeMap<Split, Arc<Vec<SignRecord>>>,
+    /// Annotations per split, read once.
+    records: Mutex<BTreeMap<Split, Arc<Vec<SignRecord>>>>,
     config: SltConfig,
 }
 
@@ -77,7 +78,7 @@ impl Gloss2TextTask {
         Ok(Gloss2TextTask {
             vs,
             network,
-            records,
+            records: Mutex::new(records),
             config: config.clone(),
         })
     }
@@ -87,15 +88,19 @@ impl Gloss2TextTask {
         &self.network
     }
 
-    fn records(&mut self, split: Split) -> Result<Arc<Vec<SignRecord>>, TaskError> {
-        if let Some(records) = self.records.get(&split) {
+    fn records(&self, split: Split) -> Result<Arc<Vec<SignRecord>>, TaskError> {
+        let mut cache = self
+            .records
+            .lock()
+            .map_err(|_| TaskError::Other("annotation cache poisoned by a panic".into()))?;
+        if let Some(records) = cache.get(&split) {
             return Ok(Arc::clone(records));
         }
         let records = Arc::new(
             read_annotations(annotation_path(&self.config.data, split))
                 .map_err(DatasetError::from)?,
         );
-        self.records.insert(split, Arc::clone(&records));
+        cache.insert(split, Arc::clone(&records));
         Ok(records)
     }
 
@@ -135,12 +140,7 @@ impl Task for Gloss2TextTask {
     }
 
     fn split_len(&self, split: Split) -> Result<usize, TaskError> {
-        if let Some(records) = self.records.get(&split) {
-            return Ok(records.len());
-        }
-        Ok(read_annotations(annotation_path(&self.config.data, split))
-            .map_err(DatasetError::from)?
-            .len())
+        Ok(self.records(split)?.len())
     }
 
     fn load_initial_weights(&mut self) -> Result<String, TaskError> {
@@ -152,11 +152,7 @@ impl Task for Gloss2TextTask {
         plan: Vec<(SamplerCursor, Vec<usize>)>,
         _seed: u64,
     ) -> Result<BatchStream<TextBatch>, TaskError> {
-        let records = self
-            .records
-            .get(&Split::Train)
-            .map(Arc::clone)
-            .ok_or_else(|| TaskError::Other("training annotations not loaded".into()))?;
+        let records = self.records(Split::Train)?;
         Ok(Box::new(plan.into_iter().map(move |(cursor, indices)| {
             Ok((cursor, Self::batch(&records, indices)?))
         })))
