@@ -23,7 +23,9 @@ pub enum ResumeMode {
 ///
 /// A fresh run into a `model_dir` that already holds checkpoints is refused unless
 /// `training.overwrite` is true; then the old `ckpts/` and `metrics.jsonl` are moved aside to
-/// `*.replaced-{unix time}` rather than deleted.
+/// `*.replaced-{unix time}` rather than deleted. Any run that starts from scratch (also
+/// `--resume auto` without a checkpoint, e.g. after a crash before the first one) moves an old
+/// `metrics.jsonl` aside, so the log only ever holds the run that continues in this folder.
 pub fn prepare_model_dir(
     config: &SltConfig,
     mode: &ResumeMode,
@@ -55,7 +57,6 @@ pub fn prepare_model_dir(
             }
             if leader {
                 move_aside(model_dir, "ckpts")?;
-                move_aside(model_dir, "metrics.jsonl")?;
             }
             None
         }
@@ -63,6 +64,8 @@ pub fn prepare_model_dir(
     if leader {
         if source.is_some() {
             ckpts.clean_temporaries()?;
+        } else {
+            move_aside(model_dir, "metrics.jsonl")?;
         }
         let yaml = config.to_yaml()?;
         let path = model_dir.join("config.yaml");
@@ -79,7 +82,14 @@ fn move_aside(model_dir: &Path, entry: &str) -> Result<(), TrainError> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let target = model_dir.join(format!("{entry}.replaced-{stamp}"));
+    // Never rename onto an earlier moved-aside entry (rename replaces files silently).
+    let target = (0..)
+        .map(|n| match n {
+            0 => model_dir.join(format!("{entry}.replaced-{stamp}")),
+            n => model_dir.join(format!("{entry}.replaced-{stamp}-{n}")),
+        })
+        .find(|candidate| !candidate.exists())
+        .unwrap_or_else(|| model_dir.join(format!("{entry}.replaced-{stamp}")));
     fs::rename(&path, &target).map_err(TrainError::io("moving aside", &path))?;
     eprintln!(
         "training.overwrite: moved the previous {} to {}",
@@ -87,4 +97,58 @@ fn move_aside(model_dir: &Path, entry: &str) -> Result<(), TrainError> {
         target.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(model_dir: &Path, overwrite: bool) -> SltConfig {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("experiments/configs/SingleStream/phoenix-2014t_g2t_scratch.yaml");
+        let mut config = SltConfig::load(&path, &[]).expect("the shipped G2T config loads");
+        config.training.model_dir = model_dir.to_path_buf();
+        config.training.overwrite = overwrite;
+        config
+    }
+
+    fn replaced(model_dir: &Path, entry: &str) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(model_dir)
+            .expect("model_dir is readable")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&format!("{entry}.replaced-")))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_fresh_start_never_appends_to_an_old_metrics_log() {
+        for mode in [ResumeMode::Fresh, ResumeMode::Auto] {
+            let tmp = tempfile::tempdir().expect("temp dir");
+            let dir = tmp.path();
+            // A run that stopped before its first checkpoint left only its log.
+            fs::write(dir.join("metrics.jsonl"), "{\"event\":\"start\"}\n").expect("write");
+            let source = prepare_model_dir(&config(dir, false), &mode, true).expect("prepared");
+            assert!(source.is_none(), "{mode:?}: nothing to resume");
+            assert!(
+                !dir.join("metrics.jsonl").exists(),
+                "{mode:?}: old log still in place"
+            );
+            let aside = replaced(dir, "metrics.jsonl");
+            assert_eq!(aside.len(), 1, "{mode:?}: {aside:?}");
+            let kept = fs::read_to_string(dir.join(&aside[0])).expect("moved log readable");
+            assert_eq!(kept, "{\"event\":\"start\"}\n");
+        }
+    }
+
+    #[test]
+    fn non_leaders_leave_the_log_alone() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path();
+        fs::write(dir.join("metrics.jsonl"), "x\n").expect("write");
+        prepare_model_dir(&config(dir, false), &ResumeMode::Fresh, false).expect("prepared");
+        assert!(dir.join("metrics.jsonl").exists());
+        assert!(replaced(dir, "metrics.jsonl").is_empty());
+    }
 }
