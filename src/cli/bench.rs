@@ -17,8 +17,14 @@ use slt::data::synth::{generate, SynthOptions};
 
 use super::stream::stream;
 
+#[path = "bench_g2t.rs"]
+mod g2t;
+#[path = "bench_metrics.rs"]
+mod metrics;
 #[path = "bench_s2g.rs"]
 mod s2g;
+#[path = "bench_support.rs"]
+mod support;
 
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
@@ -29,6 +35,13 @@ pub enum BenchCommand {
     /// One Sign2Gloss training step (S3D + visual head + CTC, forward + backward + Adam) on
     /// `[1,3,32,112,112]` and `[1,3,64,224,224]` clips, optionally against plain PyTorch.
     S2gStep(s2g::S2gStepArgs),
+    /// Gloss2Text batched beam search and training step (mBART, label-smoothed loss, Adam) on a
+    /// G2T config's model and checkpoint, optionally against HF transformers on the same
+    /// weights and batches.
+    G2t(g2t::G2tArgs),
+    /// Corpus BLEU-1..4 and ROUGE-L on a dev split (Phoenix-2014T by default), optionally
+    /// against sacrebleu 1.4.2 and the reference's ROUGE-L in Python, scores compared.
+    Metrics(metrics::MetricsArgs),
 }
 
 /// Train (reference augmentation) or eval (centre crop) pipeline.
@@ -73,6 +86,8 @@ pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Loader(args) => loader(args),
         BenchCommand::S2gStep(args) => s2g::s2g_step(args),
+        BenchCommand::G2t(args) => g2t::g2t(args),
+        BenchCommand::Metrics(args) => metrics::metrics(args),
     }
 }
 

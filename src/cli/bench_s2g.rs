@@ -8,9 +8,7 @@
 //! median of the timed steps. With `--python` the script runs as a server and the two sides
 //! alternate step by step, so that on a shared machine both see the same background load.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::str::FromStr;
 use std::time::Instant;
 
@@ -21,6 +19,8 @@ use tch::{nn, Device, Kind, Tensor};
 use slt::config::{LearningRates, SltConfig};
 use slt::model::recognition::RecognitionNetwork;
 use slt::train::optimizer::{Adam, AdamHyper};
+
+use super::support::{summarize, Phases, PythonServer};
 
 /// The reference architecture the step is measured on.
 const PHOENIX_S2G: &str = "experiments/configs/SingleStream/phoenix-2014t_s2g.yaml";
@@ -115,7 +115,18 @@ pub fn s2g_step(args: S2gStepArgs) -> Result<()> {
         }
     );
     let mut python = if args.python {
-        Some(PythonStepper::spawn(&args, manifest)?)
+        Some(PythonServer::spawn(
+            "s2g_step.py",
+            &[
+                "--serve".to_string(),
+                "--threads".to_string(),
+                args.threads.max(1).to_string(),
+                "--vocab".to_string(),
+                args.vocab.to_string(),
+                "--target-len".to_string(),
+                args.target_len.to_string(),
+            ],
+        )?)
     } else {
         None
     };
@@ -138,14 +149,13 @@ pub fn s2g_step(args: S2gStepArgs) -> Result<()> {
                 py_times.extend(p);
             }
         }
-        let (rust_median, rust_json) = summarize(
+        let (rust_median, mut rust_line) = summarize(
             "rust",
-            shape,
+            &shape.to_string(),
             &rust_times,
             &format!("; target {} glosses", rust.n_glosses),
         );
         let dims = [1, 3, shape.frames, shape.side, shape.side];
-        let mut rust_line: serde_json::Value = serde_json::from_str(&rust_json)?;
         rust_line["impl"] = "rust".into();
         rust_line["shape"] = serde_json::json!(dims);
         rust_line["threads"] = tch::get_num_threads().into();
@@ -158,13 +168,13 @@ pub fn s2g_step(args: S2gStepArgs) -> Result<()> {
                 setup["torch"].as_str().unwrap_or("?"),
                 setup["threads"].as_i64().unwrap_or(0)
             );
-            let (py_median, py_json) = summarize("python", shape, &py_times, &extra);
+            let (py_median, mut py_line) =
+                summarize("python", &shape.to_string(), &py_times, &extra);
             println!(
                 "        {:<8} python/rust = {:.2}×",
                 shape.to_string(),
                 py_median / rust_median
             );
-            let mut py_line: serde_json::Value = serde_json::from_str(&py_json)?;
             py_line["impl"] = "python".into();
             py_line["shape"] = serde_json::json!(dims);
             py_line["threads"] = setup["threads"].clone();
@@ -178,70 +188,6 @@ pub fn s2g_step(args: S2gStepArgs) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
-}
-
-fn seconds_list(times: &[f64]) -> String {
-    times
-        .iter()
-        .map(|t| format!("{t:.3}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn median(times: &[f64]) -> f64 {
-    let mut sorted = times.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-/// Wall times of one step, in seconds.
-#[derive(Debug, Clone, Copy)]
-struct Phases {
-    total: f64,
-    /// `zero_grad`, forward and loss.
-    forward: f64,
-    backward: f64,
-    optimizer: f64,
-}
-
-impl Phases {
-    fn from_reply(reply: &serde_json::Value) -> Result<Self> {
-        let get = |key: &str| {
-            reply[key]
-                .as_f64()
-                .with_context(|| format!("benches/s2g_step.py: step reply without {key}"))
-        };
-        Ok(Phases {
-            total: get("time_s")?,
-            forward: get("forward_s")?,
-            backward: get("backward_s")?,
-            optimizer: get("optimizer_s")?,
-        })
-    }
-}
-
-/// Medians of the total and of each phase, printed as one line, and as JSON.
-fn summarize(name: &str, shape: ClipShape, phases: &[Phases], extra: &str) -> (f64, String) {
-    let m = |f: fn(&Phases) -> f64| median(&phases.iter().map(f).collect::<Vec<_>>());
-    let total = m(|p| p.total);
-    let totals: Vec<f64> = phases.iter().map(|p| p.total).collect();
-    println!(
-        "{name:<7} {:<8} median {total:>8.3} s = fwd {:.3} + bwd {:.3} + adam {:.3}  (steps {}){extra}",
-        shape.to_string(),
-        m(|p| p.forward),
-        m(|p| p.backward),
-        m(|p| p.optimizer),
-        seconds_list(&totals),
-    );
-    let json = serde_json::json!({
-        "median_s": total, "times_s": totals, "forward_median_s": m(|p| p.forward),
-        "backward_median_s": m(|p| p.backward), "optimizer_median_s": m(|p| p.optimizer),
-    });
-    (total, json.to_string())
 }
 
 /// A fresh network, optimizer, clip and target for one clip shape.
@@ -314,77 +260,5 @@ impl RustStepper {
             backward: (backward - forward).as_secs_f64(),
             optimizer: (end - backward).as_secs_f64(),
         })
-    }
-}
-
-/// `benches/s2g_step.py --serve` under the Python of `$SLT_PYTHON_ORACLE`.
-struct PythonStepper {
-    child: Child,
-    /// `None` once closed (on drop).
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl PythonStepper {
-    fn spawn(args: &S2gStepArgs, manifest: &Path) -> Result<Self> {
-        let python = std::env::var("SLT_PYTHON_ORACLE")
-            .context("--python needs SLT_PYTHON_ORACLE (run through ./setup.sh)")?;
-        let script = manifest.join("benches/s2g_step.py");
-        let mut child = Command::new(&python)
-            .arg(&script)
-            .arg("--serve")
-            .args(["--threads", &args.threads.max(1).to_string()])
-            .args(["--vocab", &args.vocab.to_string()])
-            .args(["--target-len", &args.target_len.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("running {python} {}", script.display()))?;
-        let stdin = child
-            .stdin
-            .take()
-            .context("no stdin pipe to the Python baseline")?;
-        let stdout = child
-            .stdout
-            .take()
-            .context("no stdout pipe from the Python baseline")?;
-        Ok(PythonStepper {
-            child,
-            stdin: Some(stdin),
-            stdout: BufReader::new(stdout),
-        })
-    }
-
-    /// Sends one command line and reads the JSON reply.
-    fn request(&mut self, command: &str) -> Result<serde_json::Value> {
-        let stdin = self
-            .stdin
-            .as_mut()
-            .context("the Python baseline's stdin is closed")?;
-        writeln!(stdin, "{command}")
-            .and_then(|()| stdin.flush())
-            .context("writing to the Python baseline (did it exit? see its stderr above)")?;
-        let mut line = String::new();
-        let read = self
-            .stdout
-            .read_line(&mut line)
-            .context("reading from the Python baseline")?;
-        if read == 0 {
-            bail!("the Python baseline exited during `{command}` (see its stderr above)");
-        }
-        let reply: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("the Python baseline answered `{}`", line.trim()))?;
-        if let Some(error) = reply.get("error") {
-            bail!("the Python baseline rejected `{command}`: {error}");
-        }
-        Ok(reply)
-    }
-}
-
-impl Drop for PythonStepper {
-    fn drop(&mut self) {
-        // Closing stdin ends the serve loop; wait so that no zombie is left.
-        drop(self.stdin.take());
-        let _ = self.child.wait();
     }
 }
