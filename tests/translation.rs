@@ -302,7 +302,7 @@ fn scratch_phoenix_config_loads_and_builds_from_the_training_split() {
         config.data.train.display()
     );
     assert!(config.data.dev.is_file(), "{}", config.data.dev.display());
-    assert_eq!(config.training.optimization.warmup_steps, 1000);
+    assert_eq!(config.training.optimization.warmup_steps, 400);
     let translation = config.model.translation_network.clone().expect("section");
     assert!(translation.from_scratch && translation.pretrained_model_name_or_path.is_none());
     assert_eq!(translation.text_tokenizer.level, TextTokenizerLevel::Word);
