@@ -92,7 +92,7 @@ fn move_aside(model_dir: &Path, entry: &str) -> Result<(), TrainError> {
         .unwrap_or_else(|| model_dir.join(format!("{entry}.replaced-{stamp}")));
     fs::rename(&path, &target).map_err(TrainError::io("moving aside", &path))?;
     eprintln!(
-        "training.overwrite: moved the previous {} to {}",
+        "starting from scratch: moved the previous {} to {}",
         path.display(),
         target.display()
     );
