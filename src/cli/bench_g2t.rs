@@ -27,7 +27,11 @@ use slt::train::optimizer::{Adam, AdamHyper};
 use slt::train::task::Task;
 use slt::train::tasks::gloss2text::{Gloss2TextTask, TextBatch};
 
-use super::support::{median, seconds_list, summarize, Phases, PythonServer};
+use super::support::{
+    median, seconds_list, set_threads, summarize, write_json_lines, Phases, PythonServer,
+    ScratchDir,
+};
+use crate::cli::train::resolve_checkpoint;
 
 /// The default model: the from-scratch Phoenix-2014T G2T config.
 const PHOENIX_G2T: &str = "experiments/configs/SingleStream/phoenix-2014t_g2t_scratch.yaml";
@@ -94,8 +98,7 @@ pub fn g2t(args: G2tArgs) -> Result<()> {
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }
-    let threads = i32::try_from(args.threads.max(1)).context("--threads is too large")?;
-    tch::set_num_threads(threads);
+    set_threads(args.threads)?;
     let config = SltConfig::load(&args.config, &[])
         .with_context(|| format!("loading {}", args.config.display()))?;
     if config.task != TaskKind::G2T {
@@ -172,7 +175,7 @@ pub fn g2t(args: G2tArgs) -> Result<()> {
     );
 
     let export = if args.python {
-        Some(ExportDir::create()?)
+        Some(ScratchDir::create("slt-bench-g2t")?)
     } else {
         None
     };
@@ -324,31 +327,17 @@ pub fn g2t(args: G2tArgs) -> Result<()> {
     }
     drop(python);
     drop(export);
-    if let Some(path) = &args.json {
-        let text: Vec<String> = lines.iter().map(ToString::to_string).collect();
-        std::fs::write(path, text.join("\n") + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    write_json_lines(args.json.as_deref(), &lines)
 }
 
 /// Loads the weights `--checkpoint` names; returns a description.
 fn load_weights(config: &SltConfig, task: &mut Gloss2TextTask, which: &str) -> Result<String> {
     let ckpts = CheckpointDir::new(&config.training.model_dir, config.training.keep_last_ckpts);
-    let name =
-        match which {
-            "none" => None,
-            "auto" => ckpts.best()?,
-            "best" => Some(ckpts.best()?.with_context(|| {
-                format!("{} has no `best` checkpoint yet", ckpts.path().display())
-            })?),
-            "latest" => Some(
-                ckpts
-                    .latest()?
-                    .with_context(|| format!("{} has no checkpoint yet", ckpts.path().display()))?,
-            ),
-            other => Some(other.to_string()),
-        };
+    let name = match which {
+        "none" => None,
+        "auto" => ckpts.best()?,
+        named => Some(resolve_checkpoint(&ckpts, named)?),
+    };
     match name {
         Some(name) => {
             ckpts.load(&name)?.restore_model(task.var_store())?;
@@ -466,25 +455,4 @@ fn export_inputs(
     std::fs::write(&path, serde_json::to_string_pretty(&settings)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
-}
-
-/// A temporary folder removed on drop.
-struct ExportDir(PathBuf);
-
-impl ExportDir {
-    fn create() -> Result<Self> {
-        let path = std::env::temp_dir().join(format!("slt-bench-g2t-{}", std::process::id()));
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(ExportDir(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ExportDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -20,7 +20,7 @@ use slt::data::dataset::{annotation_path, Split};
 use slt::metrics::{bleu::bleu, rouge::rouge, TextLevel};
 use slt::train::task::Prediction;
 
-use super::support::median;
+use super::support::{median, write_json_lines, ScratchDir};
 
 /// Token level of the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -148,9 +148,8 @@ pub fn metrics(args: MetricsArgs) -> Result<()> {
     if args.python {
         let python = std::env::var("SLT_PYTHON_ORACLE")
             .context("--python needs SLT_PYTHON_ORACLE (run through ./setup.sh)")?;
-        let dir = std::env::temp_dir().join(format!("slt-bench-metrics-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let input = dir.join("input.json");
+        let dir = ScratchDir::create("slt-bench-metrics")?;
+        let input = dir.path().join("input.json");
         let level_name = match level {
             TextLevel::Word => "word",
             TextLevel::Char => "char",
@@ -170,7 +169,7 @@ pub fn metrics(args: MetricsArgs) -> Result<()> {
             .arg(args.repeats.to_string())
             .output()
             .with_context(|| format!("running {python} {}", script.display()));
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(dir);
         let output = output?;
         if !output.status.success() {
             bail!(
@@ -216,11 +215,7 @@ pub fn metrics(args: MetricsArgs) -> Result<()> {
         line["python"] = py;
         line["max_score_difference"] = max_diff.into();
     }
-    if let Some(path) = &args.json {
-        std::fs::write(path, line.to_string() + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    write_json_lines(args.json.as_deref(), &[line])
 }
 
 /// The references with every fifth word dropped and every seventh replaced by the first word

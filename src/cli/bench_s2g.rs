@@ -20,7 +20,7 @@ use slt::config::{LearningRates, SltConfig};
 use slt::model::recognition::RecognitionNetwork;
 use slt::train::optimizer::{Adam, AdamHyper};
 
-use super::support::{summarize, Phases, PythonServer};
+use super::support::{set_threads, summarize, write_json_lines, Phases, PythonServer};
 
 /// The reference architecture the step is measured on.
 const PHOENIX_S2G: &str = "experiments/configs/SingleStream/phoenix-2014t_s2g.yaml";
@@ -88,8 +88,7 @@ pub fn s2g_step(args: S2gStepArgs) -> Result<()> {
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }
-    let threads = i32::try_from(args.threads.max(1)).context("--threads is too large")?;
-    tch::set_num_threads(threads);
+    set_threads(args.threads)?;
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let config_path = manifest.join(PHOENIX_S2G);
     let config = SltConfig::load(&config_path, &[])
@@ -160,7 +159,7 @@ pub fn s2g_step(args: S2gStepArgs) -> Result<()> {
         rust_line["shape"] = serde_json::json!(dims);
         rust_line["threads"] = tch::get_num_threads().into();
         rust_line["target_len"] = rust.n_glosses.into();
-        lines.push(rust_line.to_string());
+        lines.push(rust_line);
         drop(rust);
         if let Some(setup) = setup {
             let extra = format!(
@@ -180,14 +179,10 @@ pub fn s2g_step(args: S2gStepArgs) -> Result<()> {
             py_line["threads"] = setup["threads"].clone();
             py_line["torch"] = setup["torch"].clone();
             py_line["target_len"] = setup["target_len"].clone();
-            lines.push(py_line.to_string());
+            lines.push(py_line);
         }
     }
-    if let Some(path) = &args.json {
-        std::fs::write(path, lines.join("\n") + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    write_json_lines(args.json.as_deref(), &lines)
 }
 
 /// A fresh network, optimizer, clip and target for one clip shape.

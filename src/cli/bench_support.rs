@@ -2,7 +2,7 @@
 //! server the baseline scripts in `benches/` run as, per-step phase times and their medians.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -80,6 +80,45 @@ impl Drop for PythonServer {
         // Closing stdin ends the serve loop; wait so that no zombie is left.
         drop(self.stdin.take());
         let _ = self.child.wait();
+    }
+}
+
+/// Sets libtorch's intra-op thread count (`--threads`; 0 counts as 1).
+pub fn set_threads(threads: usize) -> Result<()> {
+    let threads = i32::try_from(threads.max(1)).context("--threads is too large")?;
+    tch::set_num_threads(threads);
+    Ok(())
+}
+
+/// Writes `lines` as JSON lines to `path` (`--json`), if given.
+pub fn write_json_lines(path: Option<&Path>, lines: &[serde_json::Value]) -> Result<()> {
+    if let Some(path) = path {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A folder under the system's temporary directory (`{prefix}-{pid}`), removed on drop.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// Creates the folder.
+    pub fn create(prefix: &str) -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(ScratchDir(path))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -180,9 +180,10 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn evaluate<T: Task>(config: &SltConfig, mut task: T, args: &EvalArgs) -> Result<()> {
-    let ckpts = CheckpointDir::new(&config.training.model_dir, config.training.keep_last_ckpts);
-    let name = match args.checkpoint.as_str() {
+/// The checkpoint `which` names: `best`, `latest` (their pointers; an error when there is none
+/// yet) or a checkpoint's own name.
+pub(crate) fn resolve_checkpoint(ckpts: &CheckpointDir, which: &str) -> Result<String> {
+    Ok(match which {
         "best" => ckpts
             .best()?
             .with_context(|| format!("{} has no `best` checkpoint yet", ckpts.path().display()))?,
@@ -190,7 +191,12 @@ fn evaluate<T: Task>(config: &SltConfig, mut task: T, args: &EvalArgs) -> Result
             .latest()?
             .with_context(|| format!("{} has no checkpoint yet", ckpts.path().display()))?,
         other => other.to_string(),
-    };
+    })
+}
+
+fn evaluate<T: Task>(config: &SltConfig, mut task: T, args: &EvalArgs) -> Result<()> {
+    let ckpts = CheckpointDir::new(&config.training.model_dir, config.training.keep_last_ckpts);
+    let name = resolve_checkpoint(&ckpts, &args.checkpoint)?;
     let checkpoint = ckpts.load(&name)?;
     checkpoint.restore_model(task.var_store())?;
     let splits = if args.splits.is_empty() {
