@@ -276,7 +276,15 @@ fn sigkilled_cli_run_resumes_and_matches() {
     }
     child.kill().expect("SIGKILL");
     let _ = child.wait();
-    let killed_at = latest(&model_dir);
+    // The newest committed checkpoint directory, which is what `--resume auto` scans for. Not
+    // the `latest` pointer: the kill may land between a checkpoint's rename and the pointer
+    // update, leaving no pointer or an older one.
+    let killed_at = CheckpointDir::new(&model_dir, 0)
+        .list()
+        .expect("listing checkpoints")
+        .pop()
+        .expect("step_1 was seen")
+        .name;
     assert_ne!(killed_at, "epoch_01", "the run finished before the kill");
 
     let output = slt_train(&config, &["--resume", "auto"])
