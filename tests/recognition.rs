@@ -541,3 +541,80 @@ fn pretrained_s3d_imports_from_the_three_reference_conventions() {
         );
     }
 }
+
+/// An earlier slt run's checkpoint directory (or its `model.safetensors`) initialises the S3D:
+/// the backbone takes the saved tensors, the head keeps its own.
+#[test]
+fn pretrained_s3d_from_an_slt_checkpoint_directory() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cfg = tiny_config(2, 0);
+    tch::manual_seed(1);
+    let (saved_vs, _saved) = build(&cfg, 10);
+    let ckpt = dir.path().join("ckpts").join("epoch_03");
+    std::fs::create_dir_all(&ckpt).expect("mkdir");
+    let tensors: Vec<(String, Tensor)> = saved_vs.variables().into_iter().collect();
+    Tensor::write_safetensors(&tensors, ckpt.join("model.safetensors")).expect("write model");
+    std::fs::write(ckpt.join("state.json"), "{}").expect("write state");
+    // A second file with a checkpoint ending must not make the directory ambiguous.
+    std::fs::write(ckpt.join("optimizer.safetensors"), b"").expect("write optimizer");
+
+    tch::manual_seed(2);
+    cfg.s3d.pretrained_ckpt = ckpt.clone();
+    let (vs, net) = build(&cfg, 10);
+    let head = format!("{NET}.visual_head.fc1.weight");
+    let head_before = vs.variables()[&head].copy();
+    let report = net
+        .load_configured_backbone(&vs)
+        .expect("slt checkpoint")
+        .expect("configured");
+    assert!(report.is_exact(), "{report}");
+    assert_eq!(report.loaded, 30);
+    let saved = backbone_tensors(&saved_vs);
+    for (name, have) in backbone_tensors(&vs) {
+        assert!(have.equal(&saved[&name]), "{name} not loaded");
+    }
+    assert!(
+        vs.variables()[&head].equal(&head_before),
+        "the head was overwritten"
+    );
+    assert!(!vs.variables()[&head].equal(&saved_vs.variables()[&head]));
+
+    // The run's `model_dir` (or its `ckpts`) gives the checkpoint the `best` pointer names.
+    let run = dir.path();
+    let other = run.join("ckpts").join("step_9");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    std::fs::write(other.join("state.json"), "{}").expect("write state");
+    std::fs::write(run.join("ckpts").join("latest"), "step_9\n").expect("latest");
+    std::fs::write(run.join("ckpts").join("best"), "epoch_03\n").expect("best");
+    for path in [run.to_path_buf(), run.join("ckpts")] {
+        let (vs3, net3) = build(&cfg, 10);
+        let report = net3
+            .load_pretrained_backbone(&vs3, &path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(report.is_exact(), "{report}");
+        assert!(backbone_tensors(&vs3)["backbone.base.0.conv_s.weight"]
+            .equal(&saved["backbone.base.0.conv_s.weight"]));
+    }
+    // A pointer to an incomplete checkpoint is refused with the name.
+    std::fs::write(run.join("ckpts").join("best"), "step_9\n").expect("best");
+    let error = net
+        .load_pretrained_backbone(&vs, run)
+        .expect_err("incomplete checkpoint");
+    assert!(error.to_string().contains("step_9"), "{error}");
+
+    // The safetensors file named directly works the same; an unreadable one is a clear error.
+    let (vs2, net2) = build(&cfg, 10);
+    let report = net2
+        .load_pretrained_backbone(&vs2, &ckpt.join("model.safetensors"))
+        .expect("safetensors file");
+    assert!(report.is_exact(), "{report}");
+    let error = net2
+        .load_pretrained_backbone(&vs2, &ckpt.join("optimizer.safetensors"))
+        .expect_err("empty file");
+    assert!(
+        matches!(error, RecognitionError::PretrainedPath { .. })
+            && error.to_string().contains("optimizer.safetensors"),
+        "{error}"
+    );
+}

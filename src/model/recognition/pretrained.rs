@@ -4,7 +4,10 @@
 //! `glosscls` holds a `*.pth.tar` (`{'state_dict': {'backbone.base.…'}}`), one whose name contains
 //! `actioncls` a `*.pt` (`{'module.base.…'}`). A file may be named directly, and an SLRT training
 //! checkpoint (`*.ckpt`, `model_state` with `recognition_network.visual_backbone.backbone.base.…`)
-//! works too. The key convention is recognised from the keys, not from the file name.
+//! works too, and so does an slt run: its `model_dir` or `ckpts` directory (the checkpoint the
+//! `best` pointer names, else `latest`), one checkpoint directory (`…/ckpts/epoch_05`, whose
+//! `model.safetensors` uses the SLRT names) or any `*.safetensors` file. The key convention is
+//! recognised from the keys, not from the file name.
 //!
 //! The reference loads strictly and falls back to "every key whose name and shape match"; here a
 //! shape difference is an error (nothing is copied), keys the backbone lacks (e.g. block 5 or a
@@ -18,18 +21,23 @@ use tch::Tensor;
 
 use super::{RecognitionError, RecognitionNetwork};
 use crate::model::import::{load_state_dict, reference_s3d_weights, ReferenceCheckpoint};
-use crate::train::checkpoint::{load_into_varstore, LoadReport};
+use crate::train::checkpoint::{
+    load_into_varstore, CheckpointDir, CheckpointError, LoadReport, MODEL_FILE, STATE_FILE,
+};
 
 /// File endings of the checkpoints a pretrained-S3D directory may hold: glosscls (`.pth.tar`),
-/// actioncls (`.pt`), SLRT training checkpoint (`.ckpt`).
-pub const PRETRAINED_EXTENSIONS: [&str; 3] = [".pth.tar", ".pt", ".ckpt"];
+/// actioncls (`.pt`), SLRT training checkpoint (`.ckpt`), safetensors (e.g. an slt checkpoint's
+/// `model.safetensors`).
+pub const PRETRAINED_EXTENSIONS: [&str; 4] = [".pth.tar", ".pt", ".ckpt", ".safetensors"];
 
 /// The checkpoint file `s3d.pretrained_ckpt` designates.
 ///
-/// A file is used as is. In a directory: if its path contains `glosscls` the first `*.pth.tar`
-/// (by name), if it contains `actioncls` the first `*.pt` (the reference's choice, which takes
-/// the first glob hit); otherwise the directory must hold exactly one file ending in one of
-/// [`PRETRAINED_EXTENSIONS`].
+/// A file is used as is. An slt checkpoint directory (it holds `state.json` and
+/// `model.safetensors`) gives its `model.safetensors`; an slt run's `model_dir` or `ckpts`
+/// directory the `model.safetensors` of the checkpoint its `best` pointer names (else `latest`). In another directory: if its path contains
+/// `glosscls` the first `*.pth.tar` (by name), if it contains `actioncls` the first `*.pt` (the
+/// reference's choice, which takes the first glob hit); otherwise the directory must hold exactly
+/// one file ending in one of [`PRETRAINED_EXTENSIONS`].
 pub fn resolve_pretrained_file(path: &Path) -> Result<PathBuf, RecognitionError> {
     let err = |reason: String| RecognitionError::PretrainedPath {
         path: path.to_path_buf(),
@@ -42,6 +50,46 @@ pub fn resolve_pretrained_file(path: &Path) -> Result<PathBuf, RecognitionError>
         return Err(err(
             "does not exist (expected a checkpoint file or a directory holding one)".into(),
         ));
+    }
+    let is_checkpoint =
+        |dir: &Path| dir.join(STATE_FILE).is_file() && dir.join(MODEL_FILE).is_file();
+    if is_checkpoint(path) {
+        return Ok(path.join(MODEL_FILE));
+    }
+    // An slt run: its model_dir (holding `ckpts/`) or the `ckpts` directory itself.
+    let model_dir = if path.join("ckpts").is_dir() {
+        Some(path.to_path_buf())
+    } else if path.file_name().is_some_and(|name| name == "ckpts") {
+        path.parent().map(Path::to_path_buf)
+    } else {
+        None
+    };
+    if let Some(model_dir) = model_dir {
+        let run = CheckpointDir::new(&model_dir, 0);
+        let pointer = |result: Result<Option<String>, _>| {
+            result.map_err(|e: CheckpointError| {
+                err(format!("reading the run's checkpoint pointer: {e}"))
+            })
+        };
+        let name = match pointer(run.best())? {
+            Some(name) => name,
+            None => pointer(run.latest())?.ok_or_else(|| {
+                err(format!(
+                    "the run in {} has no `best` or `latest` checkpoint pointer",
+                    model_dir.display()
+                ))
+            })?,
+        };
+        let dir = run.path().join(&name);
+        return if is_checkpoint(&dir) {
+            Ok(dir.join(MODEL_FILE))
+        } else {
+            Err(err(format!(
+                "the run's pointer names checkpoint `{name}`, which is not a complete checkpoint \
+                 directory in {}",
+                run.path().display()
+            )))
+        };
     }
     let entries = fs::read_dir(path).map_err(|e| err(format!("cannot list: {e}")))?;
     let mut files = Vec::new();
@@ -110,7 +158,14 @@ impl RecognitionNetwork {
             return Err(RecognitionError::NoBackbone("load_pretrained_backbone"));
         }
         let file = resolve_pretrained_file(path)?;
-        let tensors = load_state_dict(&file, None)?;
+        let tensors = if file.to_string_lossy().ends_with(".safetensors") {
+            Tensor::read_safetensors(&file).map_err(|e| RecognitionError::PretrainedPath {
+                path: file.clone(),
+                reason: format!("cannot read as safetensors: {e}"),
+            })?
+        } else {
+            load_state_dict(&file, None)?
+        };
         let weights = backbone_weights(&tensors);
         if weights.is_empty() {
             let sample: Vec<&str> = tensors.iter().take(5).map(|(n, _)| n.as_str()).collect();
