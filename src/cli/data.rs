@@ -34,9 +34,12 @@ pub struct SynthArgs {
     /// Output folder.
     #[arg(long, default_value = "data/synthetic")]
     out: PathBuf,
-    /// Videos in the train split.
+    /// Videos in the train split that sign a sentence.
     #[arg(long, default_value_t = SynthOptions::default().train_size)]
     train: usize,
+    /// Extra train videos that sign a single gloss each (every gloss equally often).
+    #[arg(long, default_value_t = SynthOptions::default().isolated_train)]
+    isolated_train: usize,
     /// Videos in the dev split.
     #[arg(long, default_value_t = SynthOptions::default().dev_size)]
     dev: usize,
@@ -149,6 +152,7 @@ fn synth(args: SynthArgs) -> Result<()> {
     let options = SynthOptions {
         out_dir: args.out,
         train_size: args.train,
+        isolated_train: args.isolated_train,
         dev_size: args.dev,
         test_size: args.test,
         width: args.width,

@@ -178,6 +178,17 @@ impl BuiltinGrammar {
         }
     }
 
+    /// The sentence of an isolated sign: gloss `k` (vocabulary position) alone, its phrase as
+    /// the text.
+    pub fn single(&self, k: usize) -> Sentence {
+        let k = k % self.n.max(1);
+        Sentence {
+            glosses: vec![BUILTIN[k].0.to_string()],
+            ids: vec![id_of(k)],
+            text: format!("{} .", BUILTIN[k].2),
+        }
+    }
+
     /// The usable template that produced `picked` (first match).
     fn template_of(&self, picked: &[usize]) -> Option<usize> {
         self.usable.iter().copied().find(|&t| {
@@ -235,6 +246,18 @@ pub struct SourceSentences {
     pub vocabulary: Vec<String>,
     /// The surviving sentences, in file order.
     pub sentences: Vec<Sentence>,
+}
+
+/// The sentence of an isolated sign for a vocabulary without phrases (taken from a source
+/// file): gloss `k` (position in `vocabulary`) alone, the lower-cased gloss as the text.
+pub fn single_gloss(vocabulary: &[String], k: usize) -> Sentence {
+    let k = k % vocabulary.len().max(1);
+    let gloss = vocabulary.get(k).cloned().unwrap_or_default();
+    Sentence {
+        text: format!("{} .", gloss.to_lowercase()),
+        glosses: vec![gloss],
+        ids: vec![id_of(k)],
+    }
 }
 
 /// Restricts `records` to their `n` most frequent glosses (compared lower-case, like the

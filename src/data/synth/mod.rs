@@ -57,8 +57,12 @@ use sign::{sign_table, timeline, FramePose, GlossSign, TimelinePlan};
 pub struct SynthOptions {
     /// Output folder (created if missing).
     pub out_dir: PathBuf,
-    /// Videos in the train split.
+    /// Videos in the train split that sign a sentence.
     pub train_size: usize,
+    /// Extra train videos that sign one gloss each (an isolated sign between rests), cycling
+    /// through the vocabulary so every gloss gets the same number; they follow the sentence
+    /// videos in the train split. Dev and test always sign sentences.
+    pub isolated_train: usize,
     /// Videos in the dev split.
     pub dev_size: usize,
     /// Videos in the test split.
@@ -94,6 +98,7 @@ impl Default for SynthOptions {
         Self {
             out_dir: PathBuf::from("data/synthetic"),
             train_size: 400,
+            isolated_train: 0,
             dev_size: 50,
             test_size: 50,
             width: 210,
@@ -279,7 +284,7 @@ fn validate(opts: &SynthOptions) -> Result<(), SynthError> {
     if opts.max_glosses == 0 {
         return bad("max_glosses must be >= 1".into());
     }
-    if opts.train_size + opts.dev_size + opts.test_size == 0 {
+    if opts.train_size + opts.isolated_train + opts.dev_size + opts.test_size == 0 {
         return bad("no videos requested (train, dev and test sizes are all 0)".into());
     }
     Ok(())
@@ -362,6 +367,20 @@ fn choose_sentences(opts: &SynthOptions, sizes: [usize; 3]) -> Result<Chosen, Sy
     }
 }
 
+/// The `isolated_train` single-gloss sentences, cycling through the vocabulary.
+fn isolated_sentences(opts: &SynthOptions, vocabulary: &[String]) -> Vec<Sentence> {
+    let builtin = opts
+        .source_annotations
+        .is_none()
+        .then(|| BuiltinGrammar::new(opts.vocab_size));
+    (0..opts.isolated_train)
+        .map(|i| match &builtin {
+            Some(g) => g.single(i),
+            None => grammar::single_gloss(vocabulary, i),
+        })
+        .collect()
+}
+
 fn plan_video(
     opts: &SynthOptions,
     split: usize,
@@ -442,9 +461,12 @@ pub fn generate(opts: &SynthOptions) -> Result<SynthReport, SynthError> {
     let sizes = [opts.train_size, opts.dev_size, opts.test_size];
     let Chosen {
         vocabulary,
-        per_split,
+        mut per_split,
         pool: source_sentences,
     } = choose_sentences(opts, sizes)?;
+    let isolated = isolated_sentences(opts, &vocabulary);
+    per_split[0].extend(isolated);
+    let sizes = [per_split[0].len(), sizes[1], sizes[2]];
     let signs = sign_table(vocabulary.len());
     let looks: Vec<SignerLook> = (0..opts.num_signers)
         .map(|k| SignerLook::random(&mut stream(opts.seed, Purpose::Signer, &[k as u64])))

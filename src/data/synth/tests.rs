@@ -173,3 +173,38 @@ fn plans_follow_the_options() {
         assert_eq!(rec.signer, format!("Signer{:02}", p.signer + 1));
     }
 }
+
+#[test]
+fn isolated_clips_sign_one_gloss_each_and_cover_the_vocabulary_evenly() {
+    let opts = SynthOptions {
+        isolated_train: 40,
+        ..small()
+    };
+    let Chosen { vocabulary, .. } = choose_sentences(&opts, [0, 0, 0]).unwrap();
+    let clips = isolated_sentences(&opts, &vocabulary);
+    assert_eq!(clips.len(), 40);
+    let mut per_gloss = vec![0usize; vocabulary.len()];
+    for s in &clips {
+        assert_eq!(s.glosses.len(), 1, "{s:?}");
+        assert_eq!(s.ids.len(), 1);
+        let k = (s.ids[0] as usize) - SPECIALS.len();
+        assert_eq!(s.glosses[0], vocabulary[k]);
+        assert!(s.text.ends_with(" ."), "{s:?}");
+        per_gloss[k] += 1;
+    }
+    assert!(per_gloss.iter().all(|&n| n == 2), "{per_gloss:?}");
+    // From a source vocabulary the text is the lower-cased gloss.
+    let vocab = vec!["REGEN".to_string(), "SONNE".to_string()];
+    let s = grammar::single_gloss(&vocab, 3);
+    assert_eq!(s.glosses, vec!["SONNE".to_string()]);
+    assert_eq!(s.ids, vec![SPECIALS.len() as i64 + 1]);
+    assert_eq!(s.text, "sonne .");
+    // Only isolated clips is a valid request.
+    validate(&SynthOptions {
+        train_size: 0,
+        dev_size: 0,
+        test_size: 0,
+        ..opts
+    })
+    .unwrap();
+}
