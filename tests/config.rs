@@ -178,7 +178,7 @@ fn synthetic_configs_point_at_the_synth_output() {
         Some(Path::new("data/synthetic/videos.zip"))
     );
     assert_eq!(s2g.data.train, Path::new("data/synthetic/synthetic.train"));
-    assert_eq!(s2g.training.batch_size, 2);
+    assert_eq!(s2g.training.batch_size, 8);
     let transform = s2g.data.transform_cfg.as_ref().unwrap();
     // S3D blocks 1-4 downsample space by 16; the eval crop must hold the whole (64-wide) frame.
     assert_eq!(
