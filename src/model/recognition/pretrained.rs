@@ -34,10 +34,11 @@ pub const PRETRAINED_EXTENSIONS: [&str; 4] = [".pth.tar", ".pt", ".ckpt", ".safe
 ///
 /// A file is used as is. An slt checkpoint directory (it holds `state.json` and
 /// `model.safetensors`) gives its `model.safetensors`; an slt run's `model_dir` or `ckpts`
-/// directory the `model.safetensors` of the checkpoint its `best` pointer names (else `latest`). In another directory: if its path contains
-/// `glosscls` the first `*.pth.tar` (by name), if it contains `actioncls` the first `*.pt` (the
-/// reference's choice, which takes the first glob hit); otherwise the directory must hold exactly
-/// one file ending in one of [`PRETRAINED_EXTENSIONS`].
+/// directory the `model.safetensors` of the checkpoint its `best` pointer names (else
+/// `latest`). In another directory: if its path contains `glosscls` the first `*.pth.tar` (by
+/// name), if it contains `actioncls` the first `*.pt` (the reference's choice, which takes the
+/// first glob hit); otherwise the directory must hold exactly one file ending in one of
+/// [`PRETRAINED_EXTENSIONS`].
 pub fn resolve_pretrained_file(path: &Path) -> Result<PathBuf, RecognitionError> {
     let err = |reason: String| RecognitionError::PretrainedPath {
         path: path.to_path_buf(),
